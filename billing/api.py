@@ -1,0 +1,278 @@
+"""Billing HTTP API: one thin view per endpoint (parse, call a service, render)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing import selectors, services
+from billing.errors import AccountNotFound
+from billing.models import BillingEntry
+from billing.results import Balance, EntryResult
+from billing.states import ReleaseReason
+from finn.auth import Principal
+from finn.errors import Forbidden, InvalidRequest
+from finn.fields import ErrorSerializer, StrictIntegerField, TokenField
+from finn.idempotency import HEADER as IDEMPOTENCY_HEADER
+from finn.idempotency import run_idempotent
+from finn.logging import current_correlation_id
+
+MAX_INT64 = services.MAX_AMOUNT
+
+
+class BalanceOutput(serializers.Serializer):  # type: ignore[type-arg]
+    account_id = serializers.IntegerField()
+    available = serializers.IntegerField(help_text="µUSD that can be reserved (may be negative down to -credit_limit)")
+    held = serializers.IntegerField(help_text="µUSD held by open reserves")
+
+
+class ExchangeRateOutput(serializers.Serializer):  # type: ignore[type-arg]
+    credit_units_per_usd = serializers.IntegerField()
+    usd_usdc_rate = serializers.CharField()
+    frozen_at = serializers.DateTimeField()
+
+
+class EntryOutput(serializers.Serializer):  # type: ignore[type-arg]
+    id = serializers.CharField()
+    account_id = serializers.IntegerField()
+    correlation_id = serializers.CharField()
+    state = serializers.CharField()
+    estimated_cost = serializers.IntegerField()
+    actual_cost = serializers.IntegerField(allow_null=True)
+    expires_at = serializers.DateTimeField()
+    finalize_attempts = serializers.IntegerField()
+    release_reason = serializers.CharField()
+    void_reason = serializers.CharField()
+    exchange_rate = ExchangeRateOutput()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class EntryResultOutput(serializers.Serializer):  # type: ignore[type-arg]
+    entry = EntryOutput()
+    balance = BalanceOutput()
+
+
+def _entry_data(entry: BillingEntry) -> dict[str, Any]:
+    data = {
+        "id": entry.id,
+        "account_id": entry.account_id,
+        "correlation_id": entry.correlation_id,
+        "state": entry.state,
+        "estimated_cost": entry.estimated_cost,
+        "actual_cost": entry.actual_cost,
+        "expires_at": entry.expires_at,
+        "finalize_attempts": entry.finalize_attempts,
+        "release_reason": entry.release_reason,
+        "void_reason": entry.void_reason,
+        "exchange_rate": {
+            "credit_units_per_usd": entry.credit_units_per_usd,
+            "usd_usdc_rate": str(entry.usd_usdc_rate),
+            "frozen_at": entry.rate_frozen_at,
+        },
+        "created_at": entry.created_at,
+        "updated_at": entry.updated_at,
+    }
+    return dict(EntryOutput(data).data)
+
+
+def _balance_data(balance: Balance) -> dict[str, Any]:
+    return {"account_id": balance.account_id, "available": balance.available, "held": balance.held}
+
+
+def _result_response(result: EntryResult, *, status_code: int = status.HTTP_200_OK) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return Response(
+        {"entry": _entry_data(result.entry), "balance": _balance_data(result.balance)},
+        status=status_code,
+        headers=headers,
+    )
+
+
+def _principal(request: Request) -> Principal:
+    user = request.user
+    assert isinstance(user, Principal)
+    return user
+
+
+def _scope(principal: Principal) -> int | None:
+    """The account a caller may touch: its own, or any (None) for staff."""
+    return None if principal.is_staff else principal.account_id
+
+
+_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="invalid input"),
+    401: OpenApiResponse(ErrorSerializer, description="missing or invalid API key"),
+    404: OpenApiResponse(ErrorSerializer, description="no such entry for this account"),
+}
+
+
+class EntryReserveApi(APIView):
+    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        estimated_cost = StrictIntegerField(min_value=1, max_value=MAX_INT64, help_text="µUSD to hold")
+        correlation_id = TokenField(required=False)
+        ttl_seconds = StrictIntegerField(required=False, min_value=1, help_text="hold lifetime, default 300 s")
+        account_id = StrictIntegerField(required=False, min_value=1, help_text="staff only: reserve for this account")
+
+    @extend_schema(
+        operation_id="billing_entry_reserve",
+        summary="Reserve an estimate before an inference call",
+        request=InputSerializer,
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+        responses={
+            201: EntryResultOutput,
+            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds"),
+            409: OpenApiResponse(ErrorSerializer, description="request_in_progress"),
+            422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        principal = _principal(request)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        account_id = data.get("account_id", principal.account_id)
+        if account_id != principal.account_id and not principal.is_staff:
+            raise InvalidRequest(f"unknown account {account_id}", reason="unknown_account")
+
+        def reserve(key: str | None) -> Response:
+            try:
+                result = services.entry_reserve(
+                    account_id=account_id,
+                    estimated_cost=data["estimated_cost"],
+                    correlation_id=data.get("correlation_id") or current_correlation_id(),
+                    ttl_seconds=data.get("ttl_seconds"),
+                    idempotency_key=key,
+                    now=timezone.now(),
+                )
+            except AccountNotFound:
+                raise InvalidRequest(f"unknown account {account_id}", reason="unknown_account") from None
+            return _result_response(result, status_code=status.HTTP_201_CREATED)
+
+        return run_idempotent(request, account_id=principal.account_id, scope="billing.reserve", handler=reserve)
+
+
+class EntryDetailApi(APIView):
+    @extend_schema(operation_id="billing_entry_get", summary="Get one billing entry", responses={200: EntryResultOutput, **_ERRORS})
+    def get(self, request: Request, entry_id: str) -> Response:
+        principal = _principal(request)
+        entry = selectors.entry_get(entry_id=selectors.parse_entry_id(entry_id), account_id=_scope(principal))
+        balance = selectors.account_balance(account_id=entry.account_id)
+        return _result_response(EntryResult(entry=entry, balance=balance))
+
+
+class EntryCommitApi(APIView):
+    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        actual_cost = StrictIntegerField(min_value=0, max_value=MAX_INT64, help_text="µUSD actually spent")
+
+    @extend_schema(
+        operation_id="billing_entry_commit",
+        summary="Commit the actual cost (the rest of the hold is returned)",
+        request=InputSerializer,
+        responses={
+            200: EntryResultOutput,
+            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds (overcapture)"),
+            409: OpenApiResponse(ErrorSerializer, description="invalid_transition, exceeds_hold or reserve_expired"),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request, entry_id: str) -> Response:
+        principal = _principal(request)
+        parsed_id = selectors.parse_entry_id(entry_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.entry_commit(
+            entry_id=parsed_id,
+            actual_cost=serializer.validated_data["actual_cost"],
+            account_id=_scope(principal),
+            now=timezone.now(),
+        )
+        return _result_response(result)
+
+
+class EntryReleaseApi(APIView):
+    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        reason = serializers.ChoiceField(choices=ReleaseReason.choices)
+
+    @extend_schema(
+        operation_id="billing_entry_release",
+        summary="Release a hold (inference failed or was cancelled)",
+        request=InputSerializer,
+        responses={200: EntryResultOutput, 409: OpenApiResponse(ErrorSerializer, description="invalid_transition"), **_ERRORS},
+    )
+    def post(self, request: Request, entry_id: str) -> Response:
+        principal = _principal(request)
+        parsed_id = selectors.parse_entry_id(entry_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.entry_release(
+            entry_id=parsed_id,
+            reason=serializer.validated_data["reason"],
+            account_id=_scope(principal),
+            now=timezone.now(),
+        )
+        return _result_response(result)
+
+
+class EntryVoidApi(APIView):
+    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+        reason = serializers.CharField(max_length=1000)
+
+    @extend_schema(
+        operation_id="billing_entry_void",
+        summary="Void a charged entry and refund it (finance staff)",
+        request=InputSerializer,
+        responses={
+            200: EntryResultOutput,
+            403: OpenApiResponse(ErrorSerializer, description="not staff"),
+            409: OpenApiResponse(ErrorSerializer, description="invalid_transition"),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request, entry_id: str) -> Response:
+        principal = _principal(request)
+        if not principal.is_staff:
+            raise Forbidden("voiding an entry is for finance staff")
+        parsed_id = selectors.parse_entry_id(entry_id)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.entry_void(
+            entry_id=parsed_id,
+            reason=serializer.validated_data["reason"],
+            actor=principal.actor,
+            now=timezone.now(),
+        )
+        return _result_response(result)
+
+
+class AccountBalanceOutput(serializers.Serializer):  # type: ignore[type-arg]
+    balance = BalanceOutput()
+
+
+class MyBalanceApi(APIView):
+    @extend_schema(operation_id="account_balance_me", summary="The caller's balances", responses={200: AccountBalanceOutput, **_ERRORS})
+    def get(self, request: Request) -> Response:
+        balance = selectors.account_balance(account_id=_principal(request).account_id)
+        return Response({"balance": _balance_data(balance)})
+
+
+class AccountBalanceApi(APIView):
+    @extend_schema(
+        operation_id="account_balance_get",
+        summary="An account's balances (own account, or any for staff)",
+        responses={200: AccountBalanceOutput, **_ERRORS},
+    )
+    def get(self, request: Request, account_id: int) -> Response:
+        scope = _scope(_principal(request))
+        if scope is not None and scope != account_id:
+            raise AccountNotFound(f"account {account_id} not found")
+        balance = selectors.account_balance(account_id=account_id)
+        return Response({"balance": _balance_data(balance)})
+

@@ -1,0 +1,58 @@
+"""The Redis balance cache: derived, written after commit, never trusted for money.
+
+Key ``billing:balance:{account_id}`` is a hash with ``available``, ``held``
+(µUSD decimal strings) and ``version`` (the account row's version). A write
+only lands if its version is newer than the cached one, so on_commit
+callbacks that run out of order cannot leave an old balance behind. Decisions
+about money always read PostgreSQL; this cache serves dashboards and quick
+reads, and the reconciliation job (issue 4) compares it with the ledger.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from django.db import transaction
+
+from billing.metrics import balance_cache_write_failures_total
+from finn.redis import get_redis, run_script
+
+logger = logging.getLogger(__name__)
+
+BALANCE_CACHE_TTL_SECONDS = 7 * 24 * 3600
+
+
+def balance_cache_key(account_id: int) -> str:
+    return f"billing:balance:{account_id}"
+
+
+def balance_cache_write(*, account_id: int, available: int, held: int, version: int) -> bool:
+    """Write one account's balances to Redis; False (and a log line) if Redis fails."""
+    try:
+        run_script(
+            "balance_cache_set",
+            keys=[balance_cache_key(account_id)],
+            args=[version, available, held, BALANCE_CACHE_TTL_SECONDS],
+        )
+    except (redis.RedisError, OSError) as exc:
+        balance_cache_write_failures_total.inc()
+        logger.warning(
+            "balance cache write failed", extra={"account_id": account_id, "error": type(exc).__name__}
+        )
+        return False
+    return True
+
+
+def balance_cache_read(account_id: int) -> dict[str, int] | None:
+    raw = get_redis().hgetall(balance_cache_key(account_id))
+    if not raw:
+        return None
+    return {name: int(value) for name, value in raw.items()}
+
+
+def balance_cache_schedule(*, account_id: int, available: int, held: int, version: int) -> None:
+    """Refresh the cache once the current transaction commits."""
+    transaction.on_commit(
+        lambda: balance_cache_write(account_id=account_id, available=available, held=held, version=version)
+    )

@@ -1,0 +1,188 @@
+"""Accounts, billing entries, and the double-entry journal.
+
+Money is integer micro-USD (µUSD) in BigIntegerField everywhere. Invariants
+the database can hold are named constraints; the ones a CHECK cannot express
+(zero-sum journals, append-only rows, allowed state transitions) are
+PostgreSQL triggers created in migration 0002.
+"""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import F, Q
+
+from billing.states import CHARGED_STATES, EntryState
+
+ULID_REGEX = r"^[0-9A-HJKMNP-TV-Z]{26}$"
+
+
+class AccountKind(models.TextChoices):
+    USER = "user"
+    AGENT = "agent"
+    SYSTEM = "system"
+
+
+class Account(models.Model):
+    """Prepaid credit of one owner: ``available`` to spend, ``held`` by reserves.
+
+    System accounts (revenue, treasury, credit notes) keep no balance row:
+    their balance is the sum of their postings, so no commit ever updates one
+    shared hot row.
+    """
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="billing_accounts"
+    )
+    kind = models.CharField(max_length=8, choices=AccountKind.choices, default=AccountKind.USER)
+    code = models.CharField(max_length=64, null=True, blank=True, unique=True)
+    name = models.CharField(max_length=200, blank=True, default="")
+    available = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    credit_limit = models.BigIntegerField(default=0)
+    allow_overcapture = models.BooleanField(default=False)
+    # Bumped with every balance change; orders the Redis cache writes.
+    version = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            # Reserves can never hold a negative amount (a double release).
+            models.CheckConstraint(condition=Q(held__gte=0), name="billing_account_held_non_negative"),
+            # Overspending past the credit line (a lost race on reserve).
+            models.CheckConstraint(
+                condition=Q(available__gte=-F("credit_limit")), name="billing_account_available_within_credit_limit"
+            ),
+            models.CheckConstraint(condition=Q(credit_limit__gte=0), name="billing_account_credit_limit_non_negative"),
+            # System balances are derived from postings, never stored.
+            models.CheckConstraint(
+                condition=~Q(kind="system") | (Q(available=0, held=0, credit_limit=0) & Q(code__isnull=False)),
+                name="billing_account_system_has_no_balance_row",
+            ),
+            models.CheckConstraint(
+                condition=Q(kind="system") | Q(code__isnull=True), name="billing_account_code_only_for_system"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.code or f"account {self.pk} ({self.kind})"
+
+
+class BillingEntry(models.Model):
+    """One billed request: reserve an estimate, then commit, release or void."""
+
+    id = models.CharField(primary_key=True, max_length=26)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    correlation_id = models.CharField(max_length=128)
+    state = models.CharField(max_length=20, choices=EntryState.choices)
+    estimated_cost = models.BigIntegerField()
+    actual_cost = models.BigIntegerField(null=True, blank=True)
+    credit_units_per_usd = models.BigIntegerField()
+    usd_usdc_rate = models.DecimalField(max_digits=18, decimal_places=8)
+    rate_frozen_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    finalize_attempts = models.PositiveIntegerField(default=0)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    release_reason = models.CharField(max_length=32, blank=True, default="")
+    void_reason = models.TextField(blank=True, default="")
+    voided_by = models.CharField(max_length=150, blank=True, default="")
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "billing entries"
+        constraints = [
+            models.CheckConstraint(condition=Q(id__regex=ULID_REGEX), name="billing_billingentry_id_is_ulid"),
+            models.CheckConstraint(condition=Q(estimated_cost__gt=0), name="billing_billingentry_estimate_positive"),
+            models.CheckConstraint(
+                condition=Q(actual_cost__isnull=True) | Q(actual_cost__gte=0),
+                name="billing_billingentry_actual_non_negative",
+            ),
+            # A charged entry without an actual cost could never be voided or
+            # finalized correctly; an uncharged one with a cost is a leak.
+            models.CheckConstraint(
+                condition=(Q(state__in=[s.value for s in CHARGED_STATES]) & Q(actual_cost__isnull=False))
+                | (~Q(state__in=[s.value for s in CHARGED_STATES]) & Q(actual_cost__isnull=True)),
+                name="billing_billingentry_actual_iff_charged",
+            ),
+            models.CheckConstraint(
+                condition=Q(state__in=[s.value for s in EntryState]), name="billing_billingentry_state_known"
+            ),
+            # One client retry must not reserve twice.
+            models.UniqueConstraint(
+                fields=["account", "idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="billing_billingentry_account_idempotency_key_uniq",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["state", "expires_at"], name="billing_entry_state_exp_idx"),
+            models.Index(fields=["account", "created_at"], name="billing_entry_account_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.state}"
+
+
+class Denomination(models.TextChoices):
+    MICRO_USD = "micro_usd", "µUSD"
+    MICRO_USDC = "micro_usdc", "µUSDC"
+    CREDIT_UNIT = "credit_unit", "credit unit"
+
+
+class Bucket(models.TextChoices):
+    AVAILABLE = "available"
+    HELD = "held"
+
+
+class RoundingDirection(models.TextChoices):
+    CEIL = "ceil"
+    FLOOR = "floor"
+
+
+class JournalEntry(models.Model):
+    """One money movement: postings that sum to zero per denomination."""
+
+    billing_entry = models.ForeignKey(
+        BillingEntry, null=True, blank=True, on_delete=models.PROTECT, related_name="journal_entries"
+    )
+    event_type = models.CharField(max_length=64)
+    correlation_id = models.CharField(max_length=128)
+    exchange_rate = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
+    rounding_direction = models.CharField(max_length=5, choices=RoundingDirection.choices, blank=True, default="")
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name_plural = "journal entries"
+        constraints = [
+            # A mint retried by a client or a redelivered task must not credit twice.
+            models.UniqueConstraint(
+                fields=["idempotency_key"],
+                condition=Q(idempotency_key__isnull=False),
+                name="billing_journalentry_idempotency_key_uniq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"journal {self.pk} {self.event_type}"
+
+
+class Posting(models.Model):
+    """A signed change of one account bucket; positive credits, negative debits."""
+
+    journal_entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings")
+    bucket = models.CharField(max_length=10, choices=Bucket.choices)
+    delta = models.BigIntegerField()
+    denomination = models.CharField(max_length=12, choices=Denomination.choices, default=Denomination.MICRO_USD)
+
+    class Meta:
+        constraints = [
+            # A zero posting says nothing and hides bugs in posting rules.
+            models.CheckConstraint(condition=~Q(delta=0), name="billing_posting_delta_non_zero"),
+        ]
+        indexes = [models.Index(fields=["account", "bucket"], name="billing_posting_account_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.account_id}:{self.bucket} {self.delta:+d} {self.denomination}"

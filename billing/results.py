@@ -1,0 +1,29 @@
+"""Frozen results the billing services return (and selectors reuse)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billing.models import BillingEntry
+
+
+@dataclass(frozen=True)
+class Balance:
+    account_id: int
+    available: int
+    held: int
+    version: int
+
+
+@dataclass(frozen=True)
+class EntryResult:
+    entry: BillingEntry
+    balance: Balance
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class MintResult:
+    journal_entry_id: int
+    balance: Balance
+    replayed: bool = False

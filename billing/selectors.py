@@ -1,0 +1,113 @@
+"""Reads of the billing ledger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from django.db import connection
+
+from billing.errors import AccountNotFound, EntryNotFound, InvalidEntryId
+from billing.models import Account, BillingEntry
+from billing.results import Balance
+
+_ULID_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+
+def parse_entry_id(raw: str) -> str:
+    """A billing entry id: 26 Crockford base32 characters (a ULID)."""
+    candidate = raw.strip().upper() if isinstance(raw, str) else ""
+    if len(candidate) != 26 or not set(candidate) <= _ULID_ALPHABET or candidate[0] > "7":
+        raise InvalidEntryId(f"invalid billing entry id {raw!r}: must be a ULID (26 Crockford base32 characters)")
+    return candidate
+
+
+def entry_get(*, entry_id: str, account_id: int | None) -> BillingEntry:
+    """One entry; entries of other accounts do not exist for the caller."""
+    queryset = BillingEntry.objects.filter(pk=entry_id)
+    if account_id is not None:
+        queryset = queryset.filter(account_id=account_id)
+    entry = queryset.first()
+    if entry is None:
+        raise EntryNotFound(f"billing entry {entry_id} not found")
+    return entry
+
+
+def account_balance(*, account_id: int) -> Balance:
+    row = Account.objects.filter(pk=account_id).values_list("available", "held", "version").first()
+    if row is None:
+        raise AccountNotFound(f"account {account_id} not found")
+    return Balance(account_id=account_id, available=row[0], held=row[1], version=row[2])
+
+
+@dataclass
+class LedgerCheckReport:
+    journal_entries: int = 0
+    postings: int = 0
+    accounts: int = 0
+    unbalanced_journals: list[tuple[int, str, int]] = field(default_factory=list)
+    unbalanced_denominations: list[tuple[str, int]] = field(default_factory=list)
+    balance_mismatches: list[tuple[int, str, int, int]] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.unbalanced_journals or self.unbalanced_denominations or self.balance_mismatches)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"checked {self.journal_entries} journal entries, {self.postings} postings, {self.accounts} balance rows",
+        ]
+        for journal_id, denomination, total in self.unbalanced_journals:
+            out.append(f"UNBALANCED journal {journal_id} in {denomination}: sum {total}")
+        for denomination, total in self.unbalanced_denominations:
+            out.append(f"UNBALANCED ledger in {denomination}: sum {total}")
+        for account_id, bucket, stored, posted in self.balance_mismatches:
+            out.append(f"MISMATCH account {account_id} {bucket}: row {stored}, postings {posted}")
+        out.append("ledger OK" if self.ok else "ledger FAILED")
+        return out
+
+
+def ledger_check(*, limit: int = 100) -> LedgerCheckReport:
+    """Every journal sums to zero per denomination; every balance row equals its postings."""
+    report = LedgerCheckReport()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM billing_journalentry")
+        report.journal_entries = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM billing_posting")
+        report.postings = cursor.fetchone()[0]
+        cursor.execute("SELECT count(*) FROM billing_account WHERE kind <> 'system'")
+        report.accounts = cursor.fetchone()[0]
+        cursor.execute(
+            "SELECT journal_entry_id, denomination, SUM(delta) FROM billing_posting "
+            "GROUP BY journal_entry_id, denomination HAVING SUM(delta) <> 0 ORDER BY 1 LIMIT %s",
+            [limit],
+        )
+        report.unbalanced_journals = [(r[0], r[1], int(r[2])) for r in cursor.fetchall()]
+        cursor.execute(
+            "SELECT denomination, SUM(delta) FROM billing_posting GROUP BY denomination HAVING SUM(delta) <> 0"
+        )
+        report.unbalanced_denominations = [(r[0], int(r[1])) for r in cursor.fetchall()]
+        cursor.execute(
+            """
+            WITH sums AS (
+                SELECT account_id,
+                       COALESCE(SUM(delta) FILTER (WHERE bucket = 'available'), 0) AS available,
+                       COALESCE(SUM(delta) FILTER (WHERE bucket = 'held'), 0) AS held
+                  FROM billing_posting
+                 WHERE denomination = 'micro_usd'
+                 GROUP BY account_id
+            )
+            SELECT a.id, a.available, a.held, COALESCE(s.available, 0), COALESCE(s.held, 0)
+              FROM billing_account a LEFT JOIN sums s ON s.account_id = a.id
+             WHERE a.kind <> 'system'
+               AND (a.available <> COALESCE(s.available, 0) OR a.held <> COALESCE(s.held, 0))
+             ORDER BY a.id
+             LIMIT %s
+            """,
+            [limit],
+        )
+        for account_id, available, held, posted_available, posted_held in cursor.fetchall():
+            if available != posted_available:
+                report.balance_mismatches.append((account_id, "available", int(available), int(posted_available)))
+            if held != posted_held:
+                report.balance_mismatches.append((account_id, "held", int(held), int(posted_held)))
+    return report

@@ -1,0 +1,653 @@
+"""All writes to the billing ledger.
+
+Each public service is one durable transaction that writes the state change,
+its journal postings and its audit row together; Redis is touched only after
+commit. Hot paths (reserve, commit) use compare-and-set UPDATEs with
+RETURNING so they take few round trips and lock only the caller's account
+row and entry row: no shared row is updated per request (system accounts get
+append-only postings, never a balance UPDATE).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import IntegrityError, connection, transaction
+from ulid import ULID
+
+from billing.cache import balance_cache_schedule
+from billing.errors import (
+    AccountNotFound,
+    EntryNotFound,
+    ExceedsHold,
+    IdempotencyKeyReused,
+    InsufficientFunds,
+    InvalidTransition,
+    ReserveExpired,
+)
+from billing.metrics import counted
+from billing.models import (
+    Account,
+    AccountKind,
+    BillingEntry,
+    Bucket,
+    Denomination,
+    JournalEntry,
+    Posting,
+    RoundingDirection,
+)
+from billing.results import Balance, EntryResult, MintResult
+from billing.states import EntryState, ReleaseReason, sources_of
+from finn.audit import audit_append
+from finn.errors import InvalidRequest
+
+logger = logging.getLogger(__name__)
+
+MAX_AMOUNT = 2**63 - 1
+RATE_QUANTUM = Decimal("0.00000001")  # matches BillingEntry.usd_usdc_rate decimal_places
+
+SYSTEM_REVENUE = "system:revenue"
+TREASURY_USDC_RECEIVED = "treasury:usdc_received"
+SYSTEM_CREDIT_NOTES = "system:credit_notes"
+SYSTEM_ACCOUNT_CODES = (SYSTEM_REVENUE, TREASURY_USDC_RECEIVED, SYSTEM_CREDIT_NOTES)
+
+
+# --- system accounts ----------------------------------------------------------
+
+_system_ids: dict[str, int] = {}
+_system_lock = threading.Lock()
+
+
+def system_account_id(code: str) -> int:
+    """Primary key of a system account, created on first use and cached."""
+    cached = _system_ids.get(code)
+    if cached is not None:
+        return cached
+    if code not in SYSTEM_ACCOUNT_CODES:
+        raise ValueError(f"unknown system account {code!r}")
+    with _system_lock:
+        account, _ = Account.objects.get_or_create(code=code, defaults={"kind": AccountKind.SYSTEM, "name": code})
+        _system_ids[code] = account.pk
+    return account.pk
+
+
+def system_account_cache_clear() -> None:
+    """Forget cached system account ids (tests flush tables between cases)."""
+    _system_ids.clear()
+
+
+# --- helpers (no transaction of their own) -----------------------------------
+
+_ENTRY_COLUMNS = [field.column for field in BillingEntry._meta.concrete_fields]
+_ENTRY_ATTNAMES = [field.attname for field in BillingEntry._meta.concrete_fields]
+_RETURNING_ENTRY = ", ".join(_ENTRY_COLUMNS)
+
+
+def _entry_from_row(row: tuple[Any, ...]) -> BillingEntry:
+    return BillingEntry.from_db(None, _ENTRY_ATTNAMES, list(row))
+
+
+def _validate_amount(name: str, value: int, *, allow_zero: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidRequest(f"{name} must be an integer number of micro-USD")
+    low = 0 if allow_zero else 1
+    if value < low or value > MAX_AMOUNT:
+        raise InvalidRequest(f"{name} must be between {low} and {MAX_AMOUNT}")
+
+
+def _balance_from_row(account_id: int, row: tuple[Any, ...]) -> Balance:
+    return Balance(account_id=account_id, available=int(row[0]), held=int(row[1]), version=int(row[2]))
+
+
+def _post(
+    *,
+    event_type: str,
+    correlation_id: str,
+    legs: list[tuple[int, str, int]],
+    now: datetime,
+    billing_entry_id: str | None = None,
+    denomination: str = Denomination.MICRO_USD,
+    idempotency_key: str | None = None,
+    exchange_rate: Decimal | None = None,
+    rounding_direction: str = "",
+) -> JournalEntry:
+    """Write one journal entry with its non-zero legs (account, bucket, delta).
+
+    The database checks the zero sum at commit (deferred constraint trigger);
+    the assertion here only catches a wrong posting rule early, with a clear
+    message.
+    """
+    legs = [leg for leg in legs if leg[2] != 0]
+    assert sum(delta for _, _, delta in legs) == 0, f"unbalanced posting rule for {event_type}: {legs}"
+    journal = JournalEntry.objects.create(
+        billing_entry_id=billing_entry_id,
+        event_type=event_type,
+        correlation_id=correlation_id,
+        exchange_rate=exchange_rate,
+        rounding_direction=rounding_direction,
+        idempotency_key=idempotency_key,
+        created_at=now,
+    )
+    Posting.objects.bulk_create(
+        Posting(journal_entry=journal, account_id=account_id, bucket=bucket, delta=delta, denomination=denomination)
+        for account_id, bucket, delta in legs
+    )
+    return journal
+
+
+def _explain_cas_miss(
+    *, entry_id: str, account_id: int | None, target: EntryState, now: datetime, check_expiry: bool = False
+) -> Exception:
+    """Why a compare-and-set on an entry changed nothing (cold path)."""
+    row = BillingEntry.objects.filter(pk=entry_id).values("state", "account_id", "expires_at").first()
+    if row is None or (account_id is not None and row["account_id"] != account_id):
+        return EntryNotFound(f"billing entry {entry_id} not found")
+    if row["state"] in sources_of(target) and check_expiry and row["expires_at"] <= now:
+        return ReserveExpired(
+            f"the hold on billing entry {entry_id} expired at {row['expires_at'].isoformat()}",
+            expires_at=row["expires_at"].isoformat(),
+        )
+    return InvalidTransition(row["state"], target.value)
+
+
+def _entry_cas(
+    *,
+    entry_id: str,
+    account_id: int | None,
+    target: EntryState,
+    now: datetime,
+    set_sql: str = "",
+    set_params: tuple[Any, ...] = (),
+    sources: frozenset[EntryState] | None = None,
+    require_unexpired: bool = False,
+) -> BillingEntry:
+    """Compare-and-set the state of one entry; raise a typed error on a miss.
+
+    Of two racing callers only one UPDATE matches ``state IN sources``; the
+    other sees zero rows and changes nothing.
+    """
+    allowed = sorted(s.value for s in (sources if sources is not None else sources_of(target)))
+    where = ["id = %s", "state = ANY(%s)"]
+    params: list[Any] = [target.value, now, *set_params, entry_id, allowed]
+    if account_id is not None:
+        where.append("account_id = %s")
+        params.append(account_id)
+    if require_unexpired:
+        where.append("expires_at > %s")
+        params.append(now)
+    sql = (
+        f"UPDATE billing_billingentry SET state = %s, updated_at = %s{', ' + set_sql if set_sql else ''} "
+        f"WHERE {' AND '.join(where)} RETURNING {_RETURNING_ENTRY}"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        raise _explain_cas_miss(
+            entry_id=entry_id, account_id=account_id, target=target, now=now, check_expiry=require_unexpired
+        )
+    return _entry_from_row(row)
+
+
+def _entry_locked_state(entry_id: str) -> str:
+    """Lock an entry row and read its state, for transitions with several sources.
+
+    Cold paths only (void, finalize): the audit row must name the state the
+    entry really left, and under the row lock it cannot change underneath.
+    """
+    state = BillingEntry.objects.select_for_update().filter(pk=entry_id).values_list("state", flat=True).first()
+    return state or ""
+
+
+def _account_apply(
+    *, account_id: int, available_delta: int, held_delta: int, guard_sql: str = "", guard_params: tuple[Any, ...] = ()
+) -> Balance | None:
+    """Add deltas to an account's balance row if ``guard_sql`` holds; None if not."""
+    sql = (
+        "UPDATE billing_account SET available = available + %s, held = held + %s, version = version + 1 "
+        f"WHERE id = %s AND kind <> 'system'{' AND ' + guard_sql if guard_sql else ''} "
+        "RETURNING available, held, version"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [available_delta, held_delta, account_id, *guard_params])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    balance = _balance_from_row(account_id, row)
+    balance_cache_schedule(
+        account_id=account_id, available=balance.available, held=balance.held, version=balance.version
+    )
+    return balance
+
+
+def _account_balance(account_id: int) -> Balance:
+    row = Account.objects.filter(pk=account_id).values_list("available", "held", "version").first()
+    if row is None:
+        raise AccountNotFound(f"account {account_id} not found")
+    return _balance_from_row(account_id, row)
+
+
+def _money(value: int | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _audit_transition(
+    *,
+    event_type: str,
+    entry: BillingEntry,
+    from_state: str,
+    now: datetime,
+    actor: str = "",
+    reason: str = "",
+    extra: dict[str, Any] | None = None,
+) -> None:
+    payload: dict[str, Any] = {
+        "account_id": str(entry.account_id),
+        "from_state": from_state,
+        "to_state": entry.state,
+        "estimated_cost": _money(entry.estimated_cost),
+        "actual_cost": _money(entry.actual_cost),
+    }
+    if extra:
+        payload.update(extra)
+    audit_append(
+        event_type=event_type,
+        payload=payload,
+        correlation_id=entry.correlation_id,
+        now=now,
+        billing_entry_id=entry.id,
+        account_id=entry.account_id,
+        actor=actor,
+        reason=reason,
+    )
+
+
+# --- accounts -----------------------------------------------------------------
+
+
+def account_create(
+    *,
+    kind: str = AccountKind.USER,
+    owner: AbstractBaseUser | None = None,
+    name: str = "",
+    credit_limit: int = 0,
+    allow_overcapture: bool = False,
+) -> Account:
+    if kind not in (AccountKind.USER, AccountKind.AGENT):
+        raise InvalidRequest("kind must be 'user' or 'agent'", reason="invalid_kind")
+    _validate_amount("credit_limit", credit_limit, allow_zero=True)
+    return Account.objects.create(
+        kind=kind, owner=owner, name=name, credit_limit=credit_limit, allow_overcapture=allow_overcapture
+    )
+
+
+@transaction.atomic(durable=True)
+def _account_credit_mint_txn(
+    *, account_id: int, amount: int, idempotency_key: str, correlation_id: str, actor: str, reason: str, now: datetime
+) -> MintResult:
+    treasury = system_account_id(TREASURY_USDC_RECEIVED)
+    journal = _post(
+        event_type="credit_mint",
+        correlation_id=correlation_id,
+        legs=[(treasury, Bucket.AVAILABLE, -amount), (account_id, Bucket.AVAILABLE, amount)],
+        idempotency_key=idempotency_key,
+        now=now,
+    )
+    balance = _account_apply(
+        account_id=account_id,
+        available_delta=amount,
+        held_delta=0,
+        guard_sql="available <= %s",
+        guard_params=(MAX_AMOUNT - amount,),
+    )
+    if balance is None:
+        if not Account.objects.filter(pk=account_id).exclude(kind=AccountKind.SYSTEM).exists():
+            raise AccountNotFound(f"account {account_id} not found")
+        raise InvalidRequest("the balance would exceed the largest representable amount", reason="amount_too_large")
+    audit_append(
+        event_type="credit_mint",
+        payload={"account_id": str(account_id), "amount": str(amount), "journal_entry_id": str(journal.pk)},
+        correlation_id=correlation_id,
+        now=now,
+        account_id=account_id,
+        actor=actor,
+        reason=reason,
+    )
+    return MintResult(journal_entry_id=journal.pk, balance=balance)
+
+
+@counted("credit_mint")
+def account_credit_mint(
+    *,
+    account_id: int,
+    amount: int,
+    idempotency_key: str,
+    correlation_id: str,
+    now: datetime,
+    actor: str = "",
+    reason: str = "",
+) -> MintResult:
+    """Credit ``amount`` µUSD to an account from the treasury, once per key.
+
+    A second call with the same idempotency key credits nothing and returns
+    the first journal entry with the current balance.
+    """
+    _validate_amount("amount", amount)
+    try:
+        return _account_credit_mint_txn(
+            account_id=account_id,
+            amount=amount,
+            idempotency_key=idempotency_key,
+            correlation_id=correlation_id,
+            actor=actor,
+            reason=reason,
+            now=now,
+        )
+    except IntegrityError as exc:
+        if "billing_journalentry_idempotency_key_uniq" not in str(exc):
+            raise
+    first = JournalEntry.objects.get(idempotency_key=idempotency_key)
+    credited = Posting.objects.filter(journal_entry=first, bucket=Bucket.AVAILABLE, delta__gt=0).first()
+    if credited is None or credited.account_id != account_id or credited.delta != amount:
+        raise IdempotencyKeyReused("this idempotency key was used for a different credit", idempotency_key=idempotency_key)
+    return MintResult(journal_entry_id=first.pk, balance=_account_balance(account_id), replayed=True)
+
+
+# --- billing entries ----------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def _entry_reserve_txn(
+    *,
+    account_id: int,
+    estimated_cost: int,
+    correlation_id: str,
+    ttl_seconds: int,
+    idempotency_key: str | None,
+    now: datetime,
+) -> EntryResult:
+    # Insert the entry first: a concurrent request with the same idempotency
+    # key then waits on the unique index and fails before touching the
+    # account row, instead of debiting and rolling back.
+    entry = BillingEntry.objects.create(
+        id=str(ULID()),
+        account_id=account_id,
+        correlation_id=correlation_id,
+        state=EntryState.RESERVE_HELD,
+        estimated_cost=estimated_cost,
+        credit_units_per_usd=settings.CREDIT_UNITS_PER_USD,
+        usd_usdc_rate=settings.USD_USDC_RATE.quantize(RATE_QUANTUM),
+        rate_frozen_at=now,
+        expires_at=now + timedelta(seconds=ttl_seconds),
+        idempotency_key=idempotency_key,
+        created_at=now,
+        updated_at=now,
+    )
+    # The conditional UPDATE is the funds check: it holds the row lock until
+    # commit, so concurrent reserves on one account serialize here and none
+    # can take the balance below -credit_limit.
+    balance = _account_apply(
+        account_id=account_id,
+        available_delta=-estimated_cost,
+        held_delta=estimated_cost,
+        guard_sql="available + credit_limit >= %s",
+        guard_params=(estimated_cost,),
+    )
+    if balance is None:
+        current = _account_balance(account_id)  # raises AccountNotFound
+        raise InsufficientFunds(
+            "insufficient funds for this reserve",
+            available=current.available,
+            held=current.held,
+            required=estimated_cost,
+        )
+    _post(
+        event_type="billing_reserve",
+        billing_entry_id=entry.id,
+        correlation_id=correlation_id,
+        legs=[(account_id, Bucket.AVAILABLE, -estimated_cost), (account_id, Bucket.HELD, estimated_cost)],
+        now=now,
+    )
+    _audit_transition(
+        event_type="billing_reserve",
+        entry=entry,
+        from_state=EntryState.IDLE,
+        now=now,
+        extra={
+            "exchange_rate_snapshot": {
+                "credit_units_per_usd": str(entry.credit_units_per_usd),
+                "usd_usdc_rate": str(entry.usd_usdc_rate),
+                "frozen_at": now.isoformat(),
+            },
+            "expires_at": entry.expires_at.isoformat(),
+        },
+    )
+    return EntryResult(entry=entry, balance=balance)
+
+
+@counted("reserve")
+def entry_reserve(
+    *,
+    account_id: int,
+    estimated_cost: int,
+    correlation_id: str,
+    now: datetime,
+    ttl_seconds: int | None = None,
+    idempotency_key: str | None = None,
+) -> EntryResult:
+    """Hold ``estimated_cost`` µUSD of the account's credit for one request.
+
+    With an idempotency key, a retry returns the first entry (``replayed``)
+    instead of holding twice; a retry with a different estimate is refused.
+    """
+    _validate_amount("estimated_cost", estimated_cost)
+    ttl = settings.BILLING_RESERVE_TTL_SECONDS if ttl_seconds is None else ttl_seconds
+    if isinstance(ttl, bool) or not isinstance(ttl, int) or not 1 <= ttl <= settings.BILLING_RESERVE_TTL_MAX_SECONDS:
+        raise InvalidRequest(
+            f"ttl_seconds must be an integer between 1 and {settings.BILLING_RESERVE_TTL_MAX_SECONDS}",
+            reason="invalid_ttl",
+        )
+    try:
+        return _entry_reserve_txn(
+            account_id=account_id,
+            estimated_cost=estimated_cost,
+            correlation_id=correlation_id,
+            ttl_seconds=ttl,
+            idempotency_key=idempotency_key,
+            now=now,
+        )
+    except IntegrityError as exc:
+        if idempotency_key is None or "billing_billingentry_account_idempotency_key_uniq" not in str(exc):
+            raise
+    first = BillingEntry.objects.get(account_id=account_id, idempotency_key=idempotency_key)
+    if first.estimated_cost != estimated_cost:
+        raise IdempotencyKeyReused(
+            "this idempotency key was used for a reserve of a different amount", idempotency_key=idempotency_key
+        )
+    return EntryResult(entry=first, balance=_account_balance(account_id), replayed=True)
+
+
+@counted("commit")
+@transaction.atomic(durable=True)
+def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: int | None = None) -> EntryResult:
+    """Charge the actual cost of a held entry; the rest of the hold goes back.
+
+    ``account_id`` scopes the call to one account (API callers); None is for
+    staff and internal callers. Actual above the estimate is refused
+    (``exceeds_hold``) unless the account allows overcapture, in which case
+    the extra is debited from available under the same credit-limit check.
+    When an upstream finalize target is configured, the entry continues to
+    FINALIZE_PENDING in this same transaction.
+    """
+    _validate_amount("actual_cost", actual_cost, allow_zero=True)
+    entry = _entry_cas(
+        entry_id=entry_id,
+        account_id=account_id,
+        target=EntryState.COMMITTED,
+        now=now,
+        set_sql="actual_cost = %s",
+        set_params=(actual_cost,),
+        require_unexpired=True,
+    )
+    estimate = entry.estimated_cost
+    refund = estimate - actual_cost  # negative when overcapturing
+    balance = _account_apply(
+        account_id=entry.account_id,
+        available_delta=refund,
+        held_delta=-estimate,
+        guard_sql="(%s >= 0 OR (allow_overcapture AND available + credit_limit + %s >= 0))",
+        guard_params=(refund, refund),
+    )
+    if balance is None:
+        allows = Account.objects.filter(pk=entry.account_id).values_list("allow_overcapture", flat=True).first()
+        if not allows:
+            raise ExceedsHold(
+                f"actual cost {actual_cost} exceeds the hold of {estimate}", estimated_cost=estimate, actual_cost=actual_cost
+            )
+        raise InsufficientFunds(
+            "insufficient funds for the cost above the hold", required=actual_cost - estimate
+        )
+    _post(
+        event_type="billing_commit",
+        billing_entry_id=entry.id,
+        correlation_id=entry.correlation_id,
+        legs=[
+            (entry.account_id, Bucket.HELD, -estimate),
+            (system_account_id(SYSTEM_REVENUE), Bucket.AVAILABLE, actual_cost),
+            (entry.account_id, Bucket.AVAILABLE, refund),
+        ],
+        now=now,
+    )
+    _audit_transition(event_type="billing_commit", entry=entry, from_state=EntryState.RESERVE_HELD, now=now)
+    if settings.FINALIZE_URL:
+        entry = _entry_cas(entry_id=entry.id, account_id=None, target=EntryState.FINALIZE_PENDING, now=now)
+        _audit_transition(
+            event_type="billing_finalize_pending", entry=entry, from_state=EntryState.COMMITTED, now=now
+        )
+    return EntryResult(entry=entry, balance=balance)
+
+
+@counted("release")
+@transaction.atomic(durable=True)
+def entry_release(*, entry_id: str, reason: str, now: datetime, account_id: int | None = None) -> EntryResult:
+    """Return the whole hold of a reserved entry to available."""
+    if reason not in ReleaseReason.values:
+        raise InvalidRequest(
+            f"reason must be one of: {', '.join(ReleaseReason.values)}", reason="invalid_reason"
+        )
+    entry = _entry_cas(
+        entry_id=entry_id,
+        account_id=account_id,
+        target=EntryState.RELEASED,
+        now=now,
+        set_sql="release_reason = %s",
+        set_params=(reason,),
+    )
+    estimate = entry.estimated_cost
+    balance = _account_apply(account_id=entry.account_id, available_delta=estimate, held_delta=-estimate)
+    assert balance is not None  # no guard: the row exists (FK) and is not a system account
+    _post(
+        event_type="billing_release",
+        billing_entry_id=entry.id,
+        correlation_id=entry.correlation_id,
+        legs=[(entry.account_id, Bucket.HELD, -estimate), (entry.account_id, Bucket.AVAILABLE, estimate)],
+        now=now,
+    )
+    _audit_transition(
+        event_type="billing_release",
+        entry=entry,
+        from_state=EntryState.RESERVE_HELD,
+        now=now,
+        reason=reason,
+        extra={"reason": reason},
+    )
+    return EntryResult(entry=entry, balance=balance)
+
+
+@counted("void")
+@transaction.atomic(durable=True)
+def entry_void(
+    *, entry_id: str, reason: str, actor: str, now: datetime, account_id: int | None = None
+) -> EntryResult:
+    """Refund a charged entry (finance staff): revenue −actual, available +actual."""
+    reason = reason.strip()
+    if not reason:
+        raise InvalidRequest("a void needs a reason", reason="reason_required")
+    if not actor:
+        raise InvalidRequest("a void needs an actor", reason="actor_required")
+    before = _entry_locked_state(entry_id)
+    entry = _entry_cas(
+        entry_id=entry_id,
+        account_id=account_id,
+        target=EntryState.VOIDED,
+        now=now,
+        set_sql="void_reason = %s, voided_by = %s",
+        set_params=(reason, actor),
+    )
+    actual = entry.actual_cost or 0
+    balance = _account_apply(account_id=entry.account_id, available_delta=actual, held_delta=0)
+    assert balance is not None
+    if actual:
+        _post(
+            event_type="billing_void",
+            billing_entry_id=entry.id,
+            correlation_id=entry.correlation_id,
+            legs=[(system_account_id(SYSTEM_REVENUE), Bucket.AVAILABLE, -actual), (entry.account_id, Bucket.AVAILABLE, actual)],
+            now=now,
+        )
+    _audit_transition(
+        event_type="billing_void",
+        entry=entry,
+        from_state=before,
+        now=now,
+        actor=actor,
+        reason=reason,
+        extra={"reason": reason, "admin_id": actor},
+    )
+    return EntryResult(entry=entry, balance=balance)
+
+
+@counted("finalize_ack")
+@transaction.atomic(durable=True)
+def entry_finalize_ack(*, entry_id: str, response_status: int, now: datetime, actor: str = "") -> EntryResult:
+    """The upstream ledger acknowledged a charged entry (or staff finalized it by hand)."""
+    before = _entry_locked_state(entry_id)
+    entry = _entry_cas(entry_id=entry_id, account_id=None, target=EntryState.FINALIZE_ACKED, now=now)
+    _audit_transition(
+        event_type="billing_finalize_ack",
+        entry=entry,
+        from_state=before,
+        now=now,
+        actor=actor,
+        extra={"upstream_response_status": response_status},
+    )
+    return EntryResult(entry=entry, balance=_account_balance(entry.account_id))
+
+
+@counted("finalize_fail")
+@transaction.atomic(durable=True)
+def entry_finalize_fail(*, entry_id: str, attempt: int, reason: str, now: datetime) -> EntryResult:
+    """Give up finalizing an entry after ``attempt`` tries: it becomes poison."""
+    entry = _entry_cas(
+        entry_id=entry_id,
+        account_id=None,
+        target=EntryState.FINALIZE_FAILED,
+        now=now,
+        set_sql="finalize_attempts = %s",
+        set_params=(attempt,),
+    )
+    _audit_transition(
+        event_type="billing_finalize_fail",
+        entry=entry,
+        from_state=EntryState.FINALIZE_PENDING,
+        now=now,
+        reason=reason,
+        extra={"attempt": attempt, "reason": reason},
+    )
+    return EntryResult(entry=entry, balance=_account_balance(entry.account_id))

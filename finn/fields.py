@@ -1,0 +1,66 @@
+"""Serializer fields shared by every app's API."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+MAX_INT64 = 2**63 - 1
+
+
+@extend_schema_field(OpenApiTypes.INT64)
+class StrictIntegerField(serializers.Field):  # type: ignore[type-arg]
+    """A JSON integer, nothing else: no floats, no strings, no booleans.
+
+    DRF's IntegerField accepts ``"10"`` and ``10.0``; on a money path that
+    leniency hides client bugs (and floats), so amounts must be real integers.
+    """
+
+    default_error_messages = {
+        "not_integer": "must be a JSON integer (no floats, strings or booleans)",
+        "too_small": "must be at least {min_value}",
+        "too_large": "must be at most {max_value}",
+    }
+
+    def __init__(self, *, min_value: int = 0, max_value: int = MAX_INT64, **kwargs: Any) -> None:
+        self.min_value = min_value
+        self.max_value = max_value
+        super().__init__(**kwargs)
+
+    def to_internal_value(self, data: Any) -> int:
+        if isinstance(data, bool) or not isinstance(data, int):
+            self.fail("not_integer")
+        if data < self.min_value:
+            self.fail("too_small", min_value=self.min_value)
+        if data > self.max_value:
+            self.fail("too_large", max_value=self.max_value)
+        return int(data)
+
+    def to_representation(self, value: int) -> int:
+        return int(value)
+
+
+_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+
+
+class TokenField(serializers.CharField):
+    """A short client-supplied identifier (correlation id and the like)."""
+
+    default_error_messages = {"invalid_token": "must be 1-128 characters of A-Z a-z 0-9 . _ : -"}
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        value = str(super().to_internal_value(data))
+        if not _SAFE_TOKEN.match(value):
+            self.fail("invalid_token")
+        return value
+
+
+class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    error = serializers.CharField()
+    code = serializers.CharField()

@@ -1,0 +1,71 @@
+"""Cross-cutting tables: the audit log (finn's write-ahead log) and
+idempotency keys. Every app writes to them through ``finn.audit`` and
+``finn.idempotency``; nobody updates or deletes audit rows (a trigger refuses).
+"""
+
+from __future__ import annotations
+
+from django.db import models
+from django.db.models import Q
+
+
+class AuditEvent(models.Model):
+    """One billing event, append-only, in the same transaction as its effect."""
+
+    sequence = models.BigAutoField(primary_key=True)
+    schema_version = models.PositiveSmallIntegerField(default=1)
+    event_type = models.CharField(max_length=64)
+    billing_entry_id = models.CharField(max_length=26, null=True, blank=True)
+    account_id = models.BigIntegerField(null=True, blank=True)
+    correlation_id = models.CharField(max_length=128)
+    actor = models.CharField(max_length=150, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    payload = models.JSONField()
+    crc32 = models.CharField(max_length=8)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["billing_entry_id"], name="finn_audit_entry_idx"),
+            models.Index(fields=["account_id", "sequence"], name="finn_audit_account_idx"),
+        ]
+        constraints = [
+            # A checksum that is not 8 lowercase hex digits cannot be
+            # verified on replay; stop it at the door.
+            models.CheckConstraint(condition=Q(crc32__regex=r"^[0-9a-f]{8}$"), name="finn_auditevent_crc32_format"),
+            models.CheckConstraint(condition=Q(schema_version__gte=1), name="finn_auditevent_schema_version_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.sequence} {self.event_type}"
+
+
+class IdempotencyKey(models.Model):
+    """A client's Idempotency-Key for one endpoint: claim, then stored response."""
+
+    class Status(models.TextChoices):
+        IN_PROGRESS = "in_progress", "In progress"
+        COMPLETED = "completed", "Completed"
+
+    account_id = models.BigIntegerField()
+    scope = models.CharField(max_length=64)
+    key = models.CharField(max_length=255)
+    request_hash = models.CharField(max_length=64)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    locked_until = models.DateTimeField()
+    response_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    completed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # Two concurrent first requests with one key must not both run:
+            # the unique row is the claim (never check-then-create).
+            models.UniqueConstraint(fields=["account_id", "scope", "key"], name="finn_idempotencykey_account_scope_key_uniq"),
+            models.CheckConstraint(
+                condition=Q(status="in_progress") | Q(response_status__isnull=False, response_body__isnull=False),
+                name="finn_idempotencykey_completed_has_response",
+            ),
+        ]
+        indexes = [models.Index(fields=["created_at"], name="finn_idem_created_idx")]

@@ -1,0 +1,227 @@
+"""Django settings for finn.
+
+Everything that differs between machines comes from the environment through
+the typed helpers in ``finn.env``; the README's configuration table lists each
+variable. With DEBUG off, a missing secret stops startup with one line.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import dj_database_url
+from celery.schedules import crontab
+
+from finn.env import ConfigurationError, env_bool, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def _refuse_to_start(message: str) -> None:
+    # One line on stderr and a non-zero exit, rather than a traceback: an
+    # operator should see at once which variable is wrong.
+    raise SystemExit(f"finn: refusing to start: {message}")
+
+
+try:
+    DEBUG = env_bool("DEBUG", False)
+    _secret_key = env_str("SECRET_KEY")
+    if _secret_key is None:
+        if not DEBUG:
+            _refuse_to_start("SECRET_KEY is not set and DEBUG is off")
+        _secret_key = "finn-insecure-debug-only-key"  # noqa: S105 - DEBUG only
+    SECRET_KEY: str = _secret_key
+    ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
+    DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/finn")
+    REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0") or ""
+    CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+    # Upstream ledger that committed entries are finalized with. Empty: entries
+    # stay COMMITTED (see billing.services.entry_commit).
+    FINALIZE_URL = env_str("FINALIZE_URL", "") or ""
+    BILLING_RESERVE_TTL_SECONDS = env_int("BILLING_RESERVE_TTL_SECONDS", 300, minimum=1)
+    BILLING_RESERVE_TTL_MAX_SECONDS = env_int("BILLING_RESERVE_TTL_MAX_SECONDS", 3600, minimum=1)
+    IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 24, minimum=1)
+    IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 60, minimum=1)
+    LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
+    OTEL_ENABLED = env_bool("OTEL_ENABLED", False)
+except ConfigurationError as exc:
+    print(f"finn: refusing to start: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_prometheus",
+    "rest_framework",
+    "drf_spectacular",
+    "finn",
+    "billing",
+    "credits",
+]
+
+MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "finn.logging.RequestContextMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
+ROOT_URLCONF = "finn.urls"
+WSGI_APPLICATION = "finn.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+_db = dj_database_url.parse(DATABASE_URL or "", conn_max_age=60, conn_health_checks=True)
+# django-prometheus wraps the psycopg 3 backend to count queries and errors.
+_db["ENGINE"] = "django_prometheus.db.backends.postgresql"
+_db.setdefault("OPTIONS", {})
+_db["OPTIONS"].setdefault("connect_timeout", 5)
+_db["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", f"test_{_db.get('NAME') or 'finn'}")}
+DATABASES = {"default": _db}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+CACHES = {
+    "default": {
+        "BACKEND": "django_redis.cache.RedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": "finn:cache",
+        "OPTIONS": {
+            "SOCKET_CONNECT_TIMEOUT": 1,
+            "SOCKET_TIMEOUT": 1,
+        },
+    }
+}
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "var" / "static"
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+CSRF_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SECURE = not DEBUG
+CSRF_COOKIE_SECURE = not DEBUG
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["credits.authentication.ApiKeyAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "finn.errors.api_exception_handler",
+    "UNAUTHENTICATED_USER": None,
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "finn billing API",
+    "DESCRIPTION": "Prepaid credit for pay-per-request AI inference: reserve, commit, release, void.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
+    "SERVE_AUTHENTICATION": [],
+}
+
+# --- Celery -----------------------------------------------------------------
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_TIMEZONE = "UTC"
+# The beat schedule is static: each entry says why it runs when it does, and
+# carries `expires` so a backlog after an outage does not run stale copies.
+CELERY_BEAT_SCHEDULE = {
+    # Proves the ledger balances (zero-sum journals, balance rows equal to
+    # their postings) every 15 minutes; a failure is logged at ERROR and
+    # counted, so an alert fires long before a customer notices.
+    "ledger-check": {
+        "task": "billing.tasks.ledger_check_task",
+        "schedule": timedelta(minutes=15),
+        "options": {"expires": 10 * 60},
+    },
+    # Idempotency keys are only useful for client retries within a day;
+    # hourly trimming keeps the table small without racing live requests.
+    "idempotency-key-cleanup": {
+        "task": "finn.tasks.idempotency_key_cleanup_task",
+        "schedule": crontab(minute=17),
+        "options": {"expires": 30 * 60},
+    },
+}
+
+# --- Logging ----------------------------------------------------------------
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "filters": {"request_context": {"()": "finn.logging.RequestContextFilter"}},
+    "formatters": {
+        "json": {
+            "()": "pythonjsonlogger.json.JsonFormatter",
+            "fmt": "%(asctime)s %(levelname)s %(name)s %(message)s",
+            "rename_fields": {"asctime": "time", "levelname": "level", "name": "logger"},
+        }
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": "json",
+            "filters": ["request_context"],
+        }
+    },
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+    },
+}
+
+# --- Money units ------------------------------------------------------------
+# Frozen onto every billing entry at reserve time (exchange-rate snapshot).
+try:
+    from decimal import Decimal, InvalidOperation
+
+    CREDIT_UNITS_PER_USD = env_int("CREDIT_UNITS_PER_USD", 100, minimum=1)
+    USD_USDC_RATE = Decimal(env_str("USD_USDC_RATE", "1.0") or "1.0")
+    if not USD_USDC_RATE.is_finite() or USD_USDC_RATE <= 0:
+        raise ConfigurationError("USD_USDC_RATE must be a positive decimal")
+except (ConfigurationError, InvalidOperation) as exc:
+    print(f"finn: refusing to start: {exc or 'USD_USDC_RATE must be a decimal'}", file=sys.stderr)
+    raise SystemExit(2) from None

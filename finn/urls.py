@@ -1,0 +1,30 @@
+from __future__ import annotations
+
+from django.contrib import admin
+from django.urls import include, path
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+
+from billing import api as billing_api
+from finn import views
+
+handler404 = "finn.errors.json_404"
+handler500 = "finn.errors.json_500"
+
+api_v1 = [
+    path("billing/entries", billing_api.EntryReserveApi.as_view(), name="billing-entry-reserve"),
+    path("billing/entries/<str:entry_id>", billing_api.EntryDetailApi.as_view(), name="billing-entry-detail"),
+    path("billing/entries/<str:entry_id>/commit", billing_api.EntryCommitApi.as_view(), name="billing-entry-commit"),
+    path("billing/entries/<str:entry_id>/release", billing_api.EntryReleaseApi.as_view(), name="billing-entry-release"),
+    path("billing/entries/<str:entry_id>/void", billing_api.EntryVoidApi.as_view(), name="billing-entry-void"),
+    path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
+    path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),
+]
+
+urlpatterns = [
+    path("health", views.health, name="health"),
+    path("api/v1/", include(api_v1)),
+    path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("admin/", admin.site.urls),
+    path("", include("django_prometheus.urls")),
+]
