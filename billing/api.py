@@ -26,19 +26,19 @@ from finn.logging import current_correlation_id
 MAX_INT64 = services.MAX_AMOUNT
 
 
-class BalanceOutput(serializers.Serializer):  # type: ignore[type-arg]
+class BalanceOutput(serializers.Serializer):
     account_id = serializers.IntegerField()
     available = serializers.IntegerField(help_text="µUSD that can be reserved (may be negative down to -credit_limit)")
     held = serializers.IntegerField(help_text="µUSD held by open reserves")
 
 
-class ExchangeRateOutput(serializers.Serializer):  # type: ignore[type-arg]
+class ExchangeRateOutput(serializers.Serializer):
     credit_units_per_usd = serializers.IntegerField()
     usd_usdc_rate = serializers.CharField()
     frozen_at = serializers.DateTimeField()
 
 
-class EntryOutput(serializers.Serializer):  # type: ignore[type-arg]
+class EntryOutput(serializers.Serializer):
     id = serializers.CharField()
     account_id = serializers.IntegerField()
     correlation_id = serializers.CharField()
@@ -54,7 +54,7 @@ class EntryOutput(serializers.Serializer):  # type: ignore[type-arg]
     updated_at = serializers.DateTimeField()
 
 
-class EntryResultOutput(serializers.Serializer):  # type: ignore[type-arg]
+class EntryResultOutput(serializers.Serializer):
     entry = EntryOutput()
     balance = BalanceOutput()
 
@@ -114,7 +114,7 @@ _ERRORS = {
 
 
 class EntryReserveApi(APIView):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class InputSerializer(serializers.Serializer):
         estimated_cost = StrictIntegerField(min_value=1, max_value=MAX_INT64, help_text="µUSD to hold")
         correlation_id = TokenField(required=False)
         ttl_seconds = StrictIntegerField(required=False, min_value=1, help_text="hold lifetime, default 300 s")
@@ -160,7 +160,9 @@ class EntryReserveApi(APIView):
 
 
 class EntryDetailApi(APIView):
-    @extend_schema(operation_id="billing_entry_get", summary="Get one billing entry", responses={200: EntryResultOutput, **_ERRORS})
+    @extend_schema(
+        operation_id="billing_entry_get", summary="Get one billing entry", responses={200: EntryResultOutput, **_ERRORS}
+    )
     def get(self, request: Request, entry_id: str) -> Response:
         principal = _principal(request)
         entry = selectors.entry_get(entry_id=selectors.parse_entry_id(entry_id), account_id=_scope(principal))
@@ -169,7 +171,7 @@ class EntryDetailApi(APIView):
 
 
 class EntryCommitApi(APIView):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class InputSerializer(serializers.Serializer):
         actual_cost = StrictIntegerField(min_value=0, max_value=MAX_INT64, help_text="µUSD actually spent")
 
     @extend_schema(
@@ -198,14 +200,18 @@ class EntryCommitApi(APIView):
 
 
 class EntryReleaseApi(APIView):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class InputSerializer(serializers.Serializer):
         reason = serializers.ChoiceField(choices=ReleaseReason.choices)
 
     @extend_schema(
         operation_id="billing_entry_release",
         summary="Release a hold (inference failed or was cancelled)",
         request=InputSerializer,
-        responses={200: EntryResultOutput, 409: OpenApiResponse(ErrorSerializer, description="invalid_transition"), **_ERRORS},
+        responses={
+            200: EntryResultOutput,
+            409: OpenApiResponse(ErrorSerializer, description="invalid_transition"),
+            **_ERRORS,
+        },
     )
     def post(self, request: Request, entry_id: str) -> Response:
         principal = _principal(request)
@@ -222,7 +228,7 @@ class EntryReleaseApi(APIView):
 
 
 class EntryVoidApi(APIView):
-    class InputSerializer(serializers.Serializer):  # type: ignore[type-arg]
+    class InputSerializer(serializers.Serializer):
         reason = serializers.CharField(max_length=1000)
 
     @extend_schema(
@@ -252,12 +258,16 @@ class EntryVoidApi(APIView):
         return _result_response(result)
 
 
-class AccountBalanceOutput(serializers.Serializer):  # type: ignore[type-arg]
+class AccountBalanceOutput(serializers.Serializer):
     balance = BalanceOutput()
 
 
 class MyBalanceApi(APIView):
-    @extend_schema(operation_id="account_balance_me", summary="The caller's balances", responses={200: AccountBalanceOutput, **_ERRORS})
+    @extend_schema(
+        operation_id="account_balance_me",
+        summary="The caller's balances",
+        responses={200: AccountBalanceOutput, **_ERRORS},
+    )
     def get(self, request: Request) -> Response:
         balance = selectors.account_balance(account_id=_principal(request).account_id)
         return Response({"balance": _balance_data(balance)})
@@ -275,4 +285,3 @@ class AccountBalanceApi(APIView):
             raise AccountNotFound(f"account {account_id} not found")
         balance = selectors.account_balance(account_id=account_id)
         return Response({"balance": _balance_data(balance)})
-

@@ -37,15 +37,13 @@ def balance_cache_write(*, account_id: int, available: int, held: int, version: 
         )
     except (redis.RedisError, OSError) as exc:
         balance_cache_write_failures_total.inc()
-        logger.warning(
-            "balance cache write failed", extra={"account_id": account_id, "error": type(exc).__name__}
-        )
+        logger.warning("balance cache write failed", extra={"account_id": account_id, "error": type(exc).__name__})
         return False
     return True
 
 
 def balance_cache_read(account_id: int) -> dict[str, int] | None:
-    raw = get_redis().hgetall(balance_cache_key(account_id))
+    raw: dict[str, str] = get_redis().hgetall(balance_cache_key(account_id))  # type: ignore[assignment]
     if not raw:
         return None
     return {name: int(value) for name, value in raw.items()}

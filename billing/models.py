@@ -82,7 +82,7 @@ class BillingEntry(models.Model):
     rate_frozen_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     finalize_attempts = models.PositiveIntegerField(default=0)
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key
     release_reason = models.CharField(max_length=32, blank=True, default="")
     void_reason = models.TextField(blank=True, default="")
     voided_by = models.CharField(max_length=150, blank=True, default="")
@@ -150,7 +150,7 @@ class JournalEntry(models.Model):
     correlation_id = models.CharField(max_length=128)
     exchange_rate = models.DecimalField(max_digits=18, decimal_places=8, null=True, blank=True)
     rounding_direction = models.CharField(max_length=5, choices=RoundingDirection.choices, blank=True, default="")
-    idempotency_key = models.CharField(max_length=255, null=True, blank=True)
+    idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key
     created_at = models.DateTimeField()
 
     class Meta:

@@ -17,7 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from ulid import ULID
 
@@ -40,7 +40,6 @@ from billing.models import (
     Denomination,
     JournalEntry,
     Posting,
-    RoundingDirection,
 )
 from billing.results import Balance, EntryResult, MintResult
 from billing.states import EntryState, ReleaseReason, sources_of
@@ -274,7 +273,7 @@ def _audit_transition(
 def account_create(
     *,
     kind: str = AccountKind.USER,
-    owner: AbstractBaseUser | None = None,
+    owner: User | None = None,
     name: str = "",
     credit_limit: int = 0,
     allow_overcapture: bool = False,
@@ -355,7 +354,9 @@ def account_credit_mint(
     first = JournalEntry.objects.get(idempotency_key=idempotency_key)
     credited = Posting.objects.filter(journal_entry=first, bucket=Bucket.AVAILABLE, delta__gt=0).first()
     if credited is None or credited.account_id != account_id or credited.delta != amount:
-        raise IdempotencyKeyReused("this idempotency key was used for a different credit", idempotency_key=idempotency_key)
+        raise IdempotencyKeyReused(
+            "this idempotency key was used for a different credit", idempotency_key=idempotency_key
+        )
     return MintResult(journal_entry_id=first.pk, balance=_account_balance(account_id), replayed=True)
 
 
@@ -508,11 +509,11 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
         allows = Account.objects.filter(pk=entry.account_id).values_list("allow_overcapture", flat=True).first()
         if not allows:
             raise ExceedsHold(
-                f"actual cost {actual_cost} exceeds the hold of {estimate}", estimated_cost=estimate, actual_cost=actual_cost
+                f"actual cost {actual_cost} exceeds the hold of {estimate}",
+                estimated_cost=estimate,
+                actual_cost=actual_cost,
             )
-        raise InsufficientFunds(
-            "insufficient funds for the cost above the hold", required=actual_cost - estimate
-        )
+        raise InsufficientFunds("insufficient funds for the cost above the hold", required=actual_cost - estimate)
     _post(
         event_type="billing_commit",
         billing_entry_id=entry.id,
@@ -526,11 +527,26 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
     )
     _audit_transition(event_type="billing_commit", entry=entry, from_state=EntryState.RESERVE_HELD, now=now)
     if settings.FINALIZE_URL:
-        entry = _entry_cas(entry_id=entry.id, account_id=None, target=EntryState.FINALIZE_PENDING, now=now)
-        _audit_transition(
-            event_type="billing_finalize_pending", entry=entry, from_state=EntryState.COMMITTED, now=now
-        )
+        entry = _entry_mark_finalize_pending(entry_id=entry.id, now=now)
     return EntryResult(entry=entry, balance=balance)
+
+
+def _entry_mark_finalize_pending(*, entry_id: str, now: datetime) -> BillingEntry:
+    entry = _entry_cas(entry_id=entry_id, account_id=None, target=EntryState.FINALIZE_PENDING, now=now)
+    _audit_transition(event_type="billing_finalize_pending", entry=entry, from_state=EntryState.COMMITTED, now=now)
+    return entry
+
+
+@counted("finalize_request")
+@transaction.atomic(durable=True)
+def entry_finalize_request(*, entry_id: str, now: datetime) -> EntryResult:
+    """Queue a COMMITTED entry for finalization upstream (COMMITTED -> FINALIZE_PENDING).
+
+    Commit does this itself when an upstream is configured; this service is
+    for entries committed while none was.
+    """
+    entry = _entry_mark_finalize_pending(entry_id=entry_id, now=now)
+    return EntryResult(entry=entry, balance=_account_balance(entry.account_id))
 
 
 @counted("release")
@@ -538,9 +554,7 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
 def entry_release(*, entry_id: str, reason: str, now: datetime, account_id: int | None = None) -> EntryResult:
     """Return the whole hold of a reserved entry to available."""
     if reason not in ReleaseReason.values:
-        raise InvalidRequest(
-            f"reason must be one of: {', '.join(ReleaseReason.values)}", reason="invalid_reason"
-        )
+        raise InvalidRequest(f"reason must be one of: {', '.join(ReleaseReason.values)}", reason="invalid_reason")
     entry = _entry_cas(
         entry_id=entry_id,
         account_id=account_id,
@@ -572,10 +586,8 @@ def entry_release(*, entry_id: str, reason: str, now: datetime, account_id: int 
 
 @counted("void")
 @transaction.atomic(durable=True)
-def entry_void(
-    *, entry_id: str, reason: str, actor: str, now: datetime, account_id: int | None = None
-) -> EntryResult:
-    """Refund a charged entry (finance staff): revenue −actual, available +actual."""
+def entry_void(*, entry_id: str, reason: str, actor: str, now: datetime, account_id: int | None = None) -> EntryResult:
+    """Refund a charged entry (finance staff): revenue -actual, available +actual."""
     reason = reason.strip()
     if not reason:
         raise InvalidRequest("a void needs a reason", reason="reason_required")
@@ -598,7 +610,10 @@ def entry_void(
             event_type="billing_void",
             billing_entry_id=entry.id,
             correlation_id=entry.correlation_id,
-            legs=[(system_account_id(SYSTEM_REVENUE), Bucket.AVAILABLE, -actual), (entry.account_id, Bucket.AVAILABLE, actual)],
+            legs=[
+                (system_account_id(SYSTEM_REVENUE), Bucket.AVAILABLE, -actual),
+                (entry.account_id, Bucket.AVAILABLE, actual),
+            ],
             now=now,
         )
     _audit_transition(

@@ -45,7 +45,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 def _schema_extension() -> Any:
     from drf_spectacular.extensions import OpenApiAuthenticationExtension
 
-    class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):  # type: ignore[no-untyped-call]
+    class ApiKeyAuthenticationScheme(OpenApiAuthenticationExtension):
         target_class = "credits.authentication.ApiKeyAuthentication"
         name = "ApiKeyAuth"
 

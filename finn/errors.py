@@ -117,7 +117,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     if isinstance(exc, drf_exceptions.MethodNotAllowed):
         return Response({"error": str(exc.detail), "code": "method_not_allowed"}, status=405)
     if isinstance(exc, drf_exceptions.Throttled):
-        headers = {"Retry-After": str(exc.wait)} if exc.wait else None
+        wait = exc.detail and getattr(exc, "wait", None)
+        headers = {"Retry-After": str(wait)} if wait else None
         return Response({"error": str(exc.detail), "code": "rate_limited"}, status=429, headers=headers)
     if isinstance(exc, drf_exceptions.APIException):
         return Response({"error": str(exc.detail), "code": exc.default_code}, status=exc.status_code)

@@ -13,7 +13,7 @@ MAX_INT64 = 2**63 - 1
 
 
 @extend_schema_field(OpenApiTypes.INT64)
-class StrictIntegerField(serializers.Field):  # type: ignore[type-arg]
+class StrictIntegerField(serializers.Field):
     """A JSON integer, nothing else: no floats, no strings, no booleans.
 
     DRF's IntegerField accepts ``"10"`` and ``10.0``; on a money path that
@@ -61,6 +61,6 @@ class TokenField(serializers.CharField):
         return value
 
 
-class ErrorSerializer(serializers.Serializer):  # type: ignore[type-arg]
+class ErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     code = serializers.CharField()

@@ -93,11 +93,10 @@ def idempotency_claim(
     if existing is None:  # Trimmed between the two statements: try once more.
         return idempotency_claim(account_id=account_id, scope=scope, key=key, request_hash=request_hash, now=now)
     if existing.request_hash != request_hash:
-        raise IdempotencyMismatch(
-            "this Idempotency-Key was already used with a different request", idempotency_key=key
-        )
+        raise IdempotencyMismatch("this Idempotency-Key was already used with a different request", idempotency_key=key)
     if existing.status == IdempotencyKey.Status.COMPLETED:
-        assert existing.response_status is not None and existing.response_body is not None
+        assert existing.response_status is not None
+        assert existing.response_body is not None
         return StoredResponse(status=existing.response_status, body=existing.response_body)
     wait = max(1, math.ceil((existing.locked_until - now).total_seconds()))
     error = RequestInProgress("a request with this Idempotency-Key is still in progress", retry_after=wait)

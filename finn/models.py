@@ -15,7 +15,7 @@ class AuditEvent(models.Model):
     sequence = models.BigAutoField(primary_key=True)
     schema_version = models.PositiveSmallIntegerField(default=1)
     event_type = models.CharField(max_length=64)
-    billing_entry_id = models.CharField(max_length=26, null=True, blank=True)
+    billing_entry_id = models.CharField(max_length=26, null=True, blank=True)  # noqa: DJ001 - NULL: no entry
     account_id = models.BigIntegerField(null=True, blank=True)
     correlation_id = models.CharField(max_length=128)
     actor = models.CharField(max_length=150, blank=True, default="")
@@ -62,10 +62,15 @@ class IdempotencyKey(models.Model):
         constraints = [
             # Two concurrent first requests with one key must not both run:
             # the unique row is the claim (never check-then-create).
-            models.UniqueConstraint(fields=["account_id", "scope", "key"], name="finn_idempotencykey_account_scope_key_uniq"),
+            models.UniqueConstraint(
+                fields=["account_id", "scope", "key"], name="finn_idempotencykey_account_scope_key_uniq"
+            ),
             models.CheckConstraint(
                 condition=Q(status="in_progress") | Q(response_status__isnull=False, response_body__isnull=False),
                 name="finn_idempotencykey_completed_has_response",
             ),
         ]
         indexes = [models.Index(fields=["created_at"], name="finn_idem_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.scope}:{self.key} ({self.status})"

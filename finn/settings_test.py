@@ -11,6 +11,6 @@ import os
 os.environ.setdefault("SECRET_KEY", "finn-test-only-secret-key-not-for-production")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 
-from finn.settings import *  # noqa: E402,F403
+from finn.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

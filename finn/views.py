@@ -38,4 +38,6 @@ def health(request: HttpRequest) -> JsonResponse:
     """200 when PostgreSQL and Redis both answer, 503 (with which one) when not."""
     checks = {"database": _check_database(), "redis": _check_redis()}
     healthy = all(value == "ok" for value in checks.values())
-    return JsonResponse({"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503)
+    return JsonResponse(
+        {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
+    )
