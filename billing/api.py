@@ -114,7 +114,7 @@ _ERRORS = {
 
 
 class EntryReserveApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class ReserveInput(serializers.Serializer):
         estimated_cost = StrictIntegerField(min_value=1, max_value=MAX_INT64, help_text="µUSD to hold")
         correlation_id = TokenField(required=False)
         ttl_seconds = StrictIntegerField(required=False, min_value=1, help_text="hold lifetime, default 300 s")
@@ -123,7 +123,7 @@ class EntryReserveApi(APIView):
     @extend_schema(
         operation_id="billing_entry_reserve",
         summary="Reserve an estimate before an inference call",
-        request=InputSerializer,
+        request=ReserveInput,
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
         responses={
             201: EntryResultOutput,
@@ -135,7 +135,7 @@ class EntryReserveApi(APIView):
     )
     def post(self, request: Request) -> Response:
         principal = _principal(request)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.ReserveInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         account_id = data.get("account_id", principal.account_id)
@@ -171,13 +171,13 @@ class EntryDetailApi(APIView):
 
 
 class EntryCommitApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class CommitInput(serializers.Serializer):
         actual_cost = StrictIntegerField(min_value=0, max_value=MAX_INT64, help_text="µUSD actually spent")
 
     @extend_schema(
         operation_id="billing_entry_commit",
         summary="Commit the actual cost (the rest of the hold is returned)",
-        request=InputSerializer,
+        request=CommitInput,
         responses={
             200: EntryResultOutput,
             402: OpenApiResponse(ErrorSerializer, description="insufficient_funds (overcapture)"),
@@ -188,7 +188,7 @@ class EntryCommitApi(APIView):
     def post(self, request: Request, entry_id: str) -> Response:
         principal = _principal(request)
         parsed_id = selectors.parse_entry_id(entry_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.CommitInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.entry_commit(
             entry_id=parsed_id,
@@ -200,13 +200,13 @@ class EntryCommitApi(APIView):
 
 
 class EntryReleaseApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class ReleaseInput(serializers.Serializer):
         reason = serializers.ChoiceField(choices=ReleaseReason.choices)
 
     @extend_schema(
         operation_id="billing_entry_release",
         summary="Release a hold (inference failed or was cancelled)",
-        request=InputSerializer,
+        request=ReleaseInput,
         responses={
             200: EntryResultOutput,
             409: OpenApiResponse(ErrorSerializer, description="invalid_transition"),
@@ -216,7 +216,7 @@ class EntryReleaseApi(APIView):
     def post(self, request: Request, entry_id: str) -> Response:
         principal = _principal(request)
         parsed_id = selectors.parse_entry_id(entry_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.ReleaseInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.entry_release(
             entry_id=parsed_id,
@@ -228,13 +228,13 @@ class EntryReleaseApi(APIView):
 
 
 class EntryVoidApi(APIView):
-    class InputSerializer(serializers.Serializer):
+    class VoidInput(serializers.Serializer):
         reason = serializers.CharField(max_length=1000)
 
     @extend_schema(
         operation_id="billing_entry_void",
         summary="Void a charged entry and refund it (finance staff)",
-        request=InputSerializer,
+        request=VoidInput,
         responses={
             200: EntryResultOutput,
             403: OpenApiResponse(ErrorSerializer, description="not staff"),
@@ -247,7 +247,7 @@ class EntryVoidApi(APIView):
         if not principal.is_staff:
             raise Forbidden("voiding an entry is for finance staff")
         parsed_id = selectors.parse_entry_id(entry_id)
-        serializer = self.InputSerializer(data=request.data)
+        serializer = self.VoidInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.entry_void(
             entry_id=parsed_id,

@@ -95,9 +95,7 @@ def make_account() -> Callable[..., Funded]:
         owner = None
         if staff:
             owner = get_user_model().objects.create(username=f"staff{_next()}", is_staff=True)
-        account = account_create(
-            kind=kind, owner=owner, credit_limit=credit_limit, allow_overcapture=allow_overcapture
-        )
+        account = account_create(kind=kind, owner=owner, credit_limit=credit_limit, allow_overcapture=allow_overcapture)
         if credit:
             account_credit_mint(
                 account_id=account.pk,

@@ -12,7 +12,9 @@ from billing import services
 from billing.states import EntryState
 
 
-def entry_in_state(state: EntryState, *, account_id: int, now: datetime, estimate: int = 1000, actual: int = 600) -> str:
+def entry_in_state(
+    state: EntryState, *, account_id: int, now: datetime, estimate: int = 1000, actual: int = 600
+) -> str:
     """Create an entry and walk it to ``state`` with the public services."""
     if state == EntryState.IDLE:
         raise ValueError("IDLE entries are never stored")

@@ -114,7 +114,16 @@ def test_commit_and_release_reject_bad_body(make_account, path: str, body: objec
 
 
 @pytest.mark.django_db
-@pytest.mark.parametrize("entry_id", ["nope", "01ARZ3NDEKTSV4RRFFQ69G5FA", "01ARZ3NDEKTSV4RRFFQ69G5FAVX", "01ARZ3NDEKTSV4RRFFQ69G5FAU", "81ARZ3NDEKTSV4RRFFQ69G5FAV"])
+@pytest.mark.parametrize(
+    "entry_id",
+    [
+        "nope",
+        "01ARZ3NDEKTSV4RRFFQ69G5FA",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+        "01ARZ3NDEKTSV4RRFFQ69G5FAU",
+        "81ARZ3NDEKTSV4RRFFQ69G5FAV",
+    ],
+)
 def test_malformed_ulid_is_400(make_account, entry_id: str) -> None:
     # given
     client = make_account(10_000).client()
@@ -157,7 +166,9 @@ def test_wrong_content_type_or_malformed_json_is_400(make_account, content_type:
 @pytest.mark.django_db
 def test_bad_idempotency_key_is_400(make_account) -> None:
     # when
-    response = post_json(make_account(10_000).client(), RESERVE, {"estimated_cost": 1}, **{"Idempotency-Key": "a" * 300})
+    response = post_json(
+        make_account(10_000).client(), RESERVE, {"estimated_cost": 1}, **{"Idempotency-Key": "a" * 300}
+    )
     # then
     assert response.status_code == 400
     assert response.json()["reason"] == "invalid_idempotency_key"

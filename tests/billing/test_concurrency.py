@@ -80,7 +80,9 @@ def test_32_racing_commits_and_releases_of_one_entry_have_one_effect(make_accoun
 def test_32_racing_voids_and_finalizes_of_one_committed_entry_have_one_effect(make_account) -> None:
     # given
     funded = make_account(10_000)
-    entry_id = entry_in_state(EntryState.COMMITTED, account_id=funded.pk, now=timezone.now(), estimate=4_000, actual=3_000)
+    entry_id = entry_in_state(
+        EntryState.COMMITTED, account_id=funded.pk, now=timezone.now(), estimate=4_000, actual=3_000
+    )
     postings_before = Posting.objects.count()
     audits_before = AuditEvent.objects.count()
 

@@ -153,7 +153,11 @@ def test_overcapture_debits_the_extra_under_the_limit(make_account, now) -> None
     result = services.entry_commit(entry_id=entry_id, actual_cost=1_400, now=now)
     # then
     assert legs(entry_id, "billing_commit") == sorted(
-        [(funded.pk, "held", -1_000), (system_account_id(SYSTEM_REVENUE), "available", 1_400), (funded.pk, "available", -400)]
+        [
+            (funded.pk, "held", -1_000),
+            (system_account_id(SYSTEM_REVENUE), "available", 1_400),
+            (funded.pk, "available", -400),
+        ]
     )
     assert (result.balance.available, result.balance.held) == (100, 0)
 

@@ -1,0 +1,86 @@
+# finn: two commands.
+#   make run   install, create + migrate the database, seed a demo account,
+#              start web + worker + beat, print the URLs
+#   make test  install dev tools, lint, type-check, run the whole suite
+# Both start PostgreSQL and Redis on this machine first if they are down.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PG_HOST ?= 127.0.0.1
+PG_PORT ?= 5432
+PG_USER ?= postgres
+DB_NAME ?= finn
+export DATABASE_URL ?= postgres://$(PG_USER)@$(PG_HOST):$(PG_PORT)/$(DB_NAME)
+export REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: help run test services install install-dev database lint bench
+
+help:
+	@echo "make run   - start finn (web + worker + beat) with a seeded demo account"
+	@echo "make test  - lint, type-check and run the whole test suite"
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements-dev.txt
+	touch $(VENV)/.installed $@
+
+install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
+
+# Start the machine's PostgreSQL and Redis when they are not answering.
+services:
+	@pg_isready -q -h $(PG_HOST) -p $(PG_PORT) || { \
+		echo "starting PostgreSQL"; \
+		pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql) main start; }
+	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { \
+		echo "starting Redis"; \
+		redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no; }
+	@for i in $$(seq 1 30); do \
+		pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; \
+		sleep 1; done; echo "PostgreSQL or Redis did not come up" >&2; exit 1
+
+var/secret_key:
+	@mkdir -p var
+	@$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
+	@chmod 600 $@
+
+database: services install var/secret_key
+	@psql -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(DB_NAME)'" | grep -q 1 \
+		|| createdb -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) $(DB_NAME)
+	@SECRET_KEY=$$(cat var/secret_key) $(BIN)/python manage.py migrate --noinput
+
+run: database
+	@SECRET_KEY=$$(cat var/secret_key) $(BIN)/python manage.py collectstatic --noinput >/dev/null
+	@SECRET_KEY=$$(cat var/secret_key) $(BIN)/python manage.py seed_demo > var/demo.json
+	@echo "demo account: $$(cat var/demo.json)"
+	@echo "API:      http://127.0.0.1:8000/api/v1/   (Authorization: Bearer <api_key above>)"
+	@echo "API docs: http://127.0.0.1:8000/api/docs/"
+	@echo "health:   http://127.0.0.1:8000/health"
+	@echo "metrics:  http://127.0.0.1:8000/metrics"
+	@echo "admin:    http://127.0.0.1:8000/admin/   (create a user: .venv/bin/python manage.py createsuperuser)"
+	@rm -rf var/prometheus && mkdir -p var/prometheus
+	SECRET_KEY=$$(cat var/secret_key) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus PATH=$(CURDIR)/$(BIN):$$PATH \
+		$(BIN)/honcho start -f Procfile
+
+lint: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy .
+
+# pytest exits non-zero when no test ran (code 5), so an empty run fails here.
+test: services lint
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/run.py $(BENCH_ARGS)

@@ -1,0 +1,22 @@
+"""gunicorn settings for `make run` (override any with GUNICORN_CMD_ARGS)."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+bind = os.environ.get("FINN_BIND", "127.0.0.1:8000")
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("WEB_THREADS", "8"))
+accesslog = "-"
+timeout = 30
+
+
+def child_exit(server: Any, worker: Any) -> None:
+    # With several workers, Prometheus metrics are aggregated from files in
+    # PROMETHEUS_MULTIPROC_DIR; a dead worker's live gauges are dropped.
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
