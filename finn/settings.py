@@ -12,9 +12,13 @@ from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+import django_stubs_ext
 from celery.schedules import crontab
 
 from finn.env import ConfigurationError, env_bool, env_int, env_list, env_str
+
+# Lets typed generics such as ModelAdmin[Model] work at runtime.
+django_stubs_ext.monkeypatch()
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 

@@ -1,0 +1,64 @@
+"""API keys in the admin: created here, the secret shown once, never stored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils import timezone
+
+from credits.models import ApiKey
+from credits.services import api_key_create, api_key_revoke
+
+
+class ApiKeyCreateForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = ApiKey
+        fields = ["account", "name"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+    list_display = ["prefix", "account", "name", "created_at", "revoked_at"]
+    list_select_related = ["account"]
+    raw_id_fields = ["account"]
+    search_fields = ["prefix", "name"]
+    actions = ["revoke_keys"]
+    show_full_result_count = False
+
+    def get_form(self, request: HttpRequest, obj: ApiKey | None = None, change: bool = False, **kwargs: Any) -> Any:
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ApiKey | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return ["account", "name", "prefix", "key_hash", "created_at", "revoked_at"]
+
+    def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        if change:
+            return  # keys are immutable; revoke and create a new one instead
+        issued = api_key_create(account=obj.account, name=obj.name, now=timezone.now())
+        obj.pk = issued.api_key.pk
+        obj.prefix = issued.api_key.prefix
+        obj.key_hash = issued.api_key.key_hash
+        obj.created_at = issued.api_key.created_at
+        self.message_user(
+            request,
+            f"New API key for account {obj.account_id} (copy it now; it is not shown again): {issued.secret}",
+            messages.WARNING,
+        )
+
+    def has_delete_permission(self, request: HttpRequest, obj: ApiKey | None = None) -> bool:
+        return False
+
+    @admin.action(description="Revoke selected keys", permissions=["change"])
+    def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        now = timezone.now()
+        for api_key in queryset:
+            api_key_revoke(api_key=api_key, now=now)
+        self.message_user(request, f"Revoked {queryset.count()} key(s).")
