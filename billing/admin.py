@@ -13,7 +13,7 @@ from billing.models import Account, BillingEntry, JournalEntry, Posting
 from finn.models import AuditEvent
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     show_full_result_count = False
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -44,12 +44,12 @@ class BillingEntryAdmin(ReadOnlyAdmin):
     date_hierarchy = "created_at"
 
 
-class PostingInline(admin.TabularInline):  # type: ignore[type-arg]
+class PostingInline(admin.TabularInline):
     model = Posting
     extra = 0
     can_delete = False
     fields = ["account", "bucket", "delta", "denomination"]
-    readonly_fields = fields
+    readonly_fields = ["account", "bucket", "delta", "denomination"]
 
     def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
         return False

@@ -14,7 +14,7 @@ from credits.models import ApiKey
 from credits.services import api_key_create, api_key_revoke
 
 
-class ApiKeyCreateForm(forms.ModelForm):  # type: ignore[type-arg]
+class ApiKeyCreateForm(forms.ModelForm):
     class Meta:
         model = ApiKey
         fields = ["account", "name"]
