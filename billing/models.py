@@ -101,8 +101,8 @@ class BillingEntry(models.Model):
             # A charged entry without an actual cost could never be voided or
             # finalized correctly; an uncharged one with a cost is a leak.
             models.CheckConstraint(
-                condition=(Q(state__in=[s.value for s in CHARGED_STATES]) & Q(actual_cost__isnull=False))
-                | (~Q(state__in=[s.value for s in CHARGED_STATES]) & Q(actual_cost__isnull=True)),
+                condition=(Q(state__in=sorted(s.value for s in CHARGED_STATES)) & Q(actual_cost__isnull=False))
+                | (~Q(state__in=sorted(s.value for s in CHARGED_STATES)) & Q(actual_cost__isnull=True)),
                 name="billing_billingentry_actual_iff_charged",
             ),
             models.CheckConstraint(

@@ -125,7 +125,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddConstraint(
             model_name='billingentry',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('state__in', ['FINALIZE_FAILED', 'FINALIZE_ACKED', 'COMMITTED', 'VOIDED', 'FINALIZE_PENDING']), ('actual_cost__isnull', False)), models.Q(models.Q(('state__in', ['FINALIZE_FAILED', 'FINALIZE_ACKED', 'COMMITTED', 'VOIDED', 'FINALIZE_PENDING']), _negated=True), ('actual_cost__isnull', True)), _connector='OR'), name='billing_billingentry_actual_iff_charged'),
+            constraint=models.CheckConstraint(condition=models.Q(models.Q(('state__in', ['COMMITTED', 'FINALIZE_ACKED', 'FINALIZE_FAILED', 'FINALIZE_PENDING', 'VOIDED']), ('actual_cost__isnull', False)), models.Q(models.Q(('state__in', ['COMMITTED', 'FINALIZE_ACKED', 'FINALIZE_FAILED', 'FINALIZE_PENDING', 'VOIDED']), _negated=True), ('actual_cost__isnull', True)), _connector='OR'), name='billing_billingentry_actual_iff_charged'),
         ),
         migrations.AddConstraint(
             model_name='billingentry',

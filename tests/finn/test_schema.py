@@ -36,3 +36,17 @@ def test_schema_and_docs_are_served() -> None:
     # then
     assert schema.status_code == 200
     assert docs.status_code == 200
+
+
+def test_models_and_migrations_agree() -> None:
+    # when
+    completed = subprocess.run(
+        [sys.executable, "manage.py", "makemigrations", "--check", "--dry-run"],
+        cwd=ROOT,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "finn.settings_test"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    # then
+    assert completed.returncode == 0, completed.stdout + completed.stderr
