@@ -146,18 +146,19 @@ async def raw_phase(dsn: str, pairs: list[tuple[int, str]], clients: int, second
     async def post(
         conn: psycopg.AsyncConnection, entry_id: str, event: str, legs: list[tuple[int, str, int]], now: datetime
     ) -> None:
-        cur = await conn.execute(
-            "INSERT INTO billing_journalentry (billing_entry_id, event_type, correlation_id, rounding_direction, created_at)"
-            " VALUES (%s, %s, 'bench-raw', '', %s) RETURNING id",
-            (entry_id, event, now),
+        # Same shape as billing.services._post: journal row and postings in one statement.
+        values = ", ".join(["(%s::bigint, %s::varchar, %s::bigint)"] * len(legs))
+        params: list[object] = [entry_id, event, now]
+        for leg in legs:
+            params.extend(leg)
+        await conn.execute(
+            "WITH journal AS (INSERT INTO billing_journalentry (billing_entry_id, event_type, correlation_id,"
+            " rounding_direction, created_at) VALUES (%s, %s, 'bench-raw', '', %s) RETURNING id)"
+            " INSERT INTO billing_posting (journal_entry_id, account_id, bucket, delta, denomination)"
+            f" SELECT journal.id, leg.account_id, leg.bucket, leg.delta, 'micro_usd' FROM journal, (VALUES {values})"
+            " AS leg (account_id, bucket, delta)",
+            params,
         )
-        journal_id = (await cur.fetchone())[0]  # type: ignore[index]
-        async with conn.cursor() as cur2:
-            await cur2.executemany(
-                "INSERT INTO billing_posting (journal_entry_id, account_id, bucket, delta, denomination)"
-                " VALUES (%s, %s, %s, %s, 'micro_usd')",
-                [(journal_id, a, b, d) for a, b, d in legs],
-            )
 
     async def audit(conn: psycopg.AsyncConnection, event: str, entry_id: str, account_id: int, now: datetime) -> None:
         payload = {"account_id": str(account_id), "event": event}

@@ -115,29 +115,43 @@ def _post(
     idempotency_key: str | None = None,
     exchange_rate: Decimal | None = None,
     rounding_direction: str = "",
-) -> JournalEntry:
-    """Write one journal entry with its non-zero legs (account, bucket, delta).
+) -> int:
+    """Write one journal entry with its non-zero legs (account, bucket, delta); return its id.
 
-    The database checks the zero sum at commit (deferred constraint trigger);
-    the assertion here only catches a wrong posting rule early, with a clear
-    message.
+    One statement (the journal row and its postings in a CTE): this runs on
+    every reserve and commit. The database checks the zero sum at commit
+    (deferred constraint trigger); the assertion here only catches a wrong
+    posting rule early, with a clear message.
     """
     legs = [leg for leg in legs if leg[2] != 0]
+    assert legs, f"empty posting rule for {event_type}"
     assert sum(delta for _, _, delta in legs) == 0, f"unbalanced posting rule for {event_type}: {legs}"
-    journal = JournalEntry.objects.create(
-        billing_entry_id=billing_entry_id,
-        event_type=event_type,
-        correlation_id=correlation_id,
-        exchange_rate=exchange_rate,
-        rounding_direction=rounding_direction,
-        idempotency_key=idempotency_key,
-        created_at=now,
+    values = ", ".join(["(%s::bigint, %s::varchar, %s::bigint)"] * len(legs))
+    sql = (
+        "WITH journal AS ("
+        " INSERT INTO billing_journalentry (billing_entry_id, event_type, correlation_id,"
+        " exchange_rate, rounding_direction, idempotency_key, created_at)"
+        " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id)"
+        " INSERT INTO billing_posting (journal_entry_id, account_id, bucket, delta, denomination)"
+        f" SELECT journal.id, leg.account_id, leg.bucket, leg.delta, %s FROM journal, (VALUES {values})"
+        " AS leg (account_id, bucket, delta)"
+        " RETURNING journal_entry_id"
     )
-    Posting.objects.bulk_create(
-        Posting(journal_entry=journal, account_id=account_id, bucket=bucket, delta=delta, denomination=denomination)
-        for account_id, bucket, delta in legs
-    )
-    return journal
+    params: list[Any] = [
+        billing_entry_id,
+        event_type,
+        correlation_id,
+        exchange_rate,
+        rounding_direction,
+        idempotency_key,
+        now,
+        denomination,
+    ]
+    for leg in legs:
+        params.extend(leg)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return int(cursor.fetchone()[0])
 
 
 def _explain_cas_miss(
@@ -291,7 +305,7 @@ def _account_credit_mint_txn(
     *, account_id: int, amount: int, idempotency_key: str, correlation_id: str, actor: str, reason: str, now: datetime
 ) -> MintResult:
     treasury = system_account_id(TREASURY_USDC_RECEIVED)
-    journal = _post(
+    journal_id = _post(
         event_type="credit_mint",
         correlation_id=correlation_id,
         legs=[(treasury, Bucket.AVAILABLE, -amount), (account_id, Bucket.AVAILABLE, amount)],
@@ -311,14 +325,14 @@ def _account_credit_mint_txn(
         raise InvalidRequest("the balance would exceed the largest representable amount", reason="amount_too_large")
     audit_append(
         event_type="credit_mint",
-        payload={"account_id": str(account_id), "amount": str(amount), "journal_entry_id": str(journal.pk)},
+        payload={"account_id": str(account_id), "amount": str(amount), "journal_entry_id": str(journal_id)},
         correlation_id=correlation_id,
         now=now,
         account_id=account_id,
         actor=actor,
         reason=reason,
     )
-    return MintResult(journal_entry_id=journal.pk, balance=balance)
+    return MintResult(journal_entry_id=journal_id, balance=balance)
 
 
 @counted("credit_mint")

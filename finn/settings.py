@@ -48,6 +48,7 @@ try:
     BILLING_RESERVE_TTL_MAX_SECONDS = env_int("BILLING_RESERVE_TTL_MAX_SECONDS", 3600, minimum=1)
     IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 24, minimum=1)
     IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 60, minimum=1)
+    DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
     LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
     OTEL_ENABLED = env_bool("OTEL_ENABLED", False)
 except ConfigurationError as exc:
@@ -107,6 +108,12 @@ _db = dj_database_url.parse(DATABASE_URL or "", conn_max_age=60, conn_health_che
 _db["ENGINE"] = "django_prometheus.db.backends.postgresql"
 _db.setdefault("OPTIONS", {})
 _db["OPTIONS"].setdefault("connect_timeout", 5)
+if DB_PREPARED_STATEMENTS:
+    # Server-side binding lets psycopg prepare statements it has run 5 times:
+    # planning the API-key lookup (a 3-table join) cost more than running it.
+    # Turn off (DB_PREPARED_STATEMENTS=false) behind a transaction-mode pooler.
+    _db["OPTIONS"].setdefault("server_side_binding", True)
+    _db["OPTIONS"].setdefault("prepare_threshold", 5)
 _db["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", f"test_{_db.get('NAME') or 'finn'}")}
 DATABASES = {"default": _db}
 

@@ -8,22 +8,22 @@ from billing import services
 
 
 @pytest.mark.django_db
-def test_reserve_takes_five_statements(make_account, now, django_assert_num_queries) -> None:
+def test_reserve_takes_four_statements(make_account, now, django_assert_num_queries) -> None:
     # given
     funded = make_account(10_000)
-    # when / then: INSERT entry, UPDATE account, INSERT journal, INSERT postings,
+    # when / then: INSERT entry, UPDATE account, INSERT journal+postings (one CTE),
     # INSERT audit; plus the SAVEPOINT/RELEASE of the test's wrapping transaction.
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(6):
         services.entry_reserve(account_id=funded.pk, estimated_cost=100, correlation_id="c", now=now)
 
 
 @pytest.mark.django_db
-def test_commit_takes_five_statements(make_account, now, django_assert_num_queries) -> None:
+def test_commit_takes_four_statements(make_account, now, django_assert_num_queries) -> None:
     # given
     funded = make_account(10_000)
     entry_id = services.entry_reserve(account_id=funded.pk, estimated_cost=100, correlation_id="c", now=now).entry.id
     services.system_account_id(services.SYSTEM_REVENUE)  # cached per process after first use
-    # when / then: UPDATE entry (CAS), UPDATE account, INSERT journal, INSERT postings,
+    # when / then: UPDATE entry (CAS), UPDATE account, INSERT journal+postings (one CTE),
     # INSERT audit; plus SAVEPOINT/RELEASE.
-    with django_assert_num_queries(7):
+    with django_assert_num_queries(6):
         services.entry_commit(entry_id=entry_id, actual_cost=60, now=now)
