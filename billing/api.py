@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from django.utils import timezone
@@ -59,27 +60,34 @@ class EntryResultOutput(serializers.Serializer):
     balance = BalanceOutput()
 
 
+def _timestamp(value: datetime) -> str:
+    """ISO 8601 in UTC with a trailing Z, as DRF's DateTimeField renders it."""
+    text = value.astimezone(UTC).isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def _entry_data(entry: BillingEntry) -> dict[str, Any]:
-    data = {
+    """The entry as EntryOutput describes it (built directly: this is the hot path,
+    and instantiating nested serializers per response cost more than the SQL)."""
+    return {
         "id": entry.id,
         "account_id": entry.account_id,
         "correlation_id": entry.correlation_id,
-        "state": entry.state,
+        "state": str(entry.state),
         "estimated_cost": entry.estimated_cost,
         "actual_cost": entry.actual_cost,
-        "expires_at": entry.expires_at,
+        "expires_at": _timestamp(entry.expires_at),
         "finalize_attempts": entry.finalize_attempts,
         "release_reason": entry.release_reason,
         "void_reason": entry.void_reason,
         "exchange_rate": {
             "credit_units_per_usd": entry.credit_units_per_usd,
             "usd_usdc_rate": str(entry.usd_usdc_rate),
-            "frozen_at": entry.rate_frozen_at,
+            "frozen_at": _timestamp(entry.rate_frozen_at),
         },
-        "created_at": entry.created_at,
-        "updated_at": entry.updated_at,
+        "created_at": _timestamp(entry.created_at),
+        "updated_at": _timestamp(entry.updated_at),
     }
-    return dict(EntryOutput(data).data)
 
 
 def _balance_data(balance: Balance) -> dict[str, Any]:

@@ -235,3 +235,29 @@ def test_responses_carry_request_and_correlation_ids(make_account) -> None:
     assert response.headers["X-Request-ID"] == "r-1"
     assert response.headers["X-Correlation-ID"] == "flow-9"
     assert response.json()["entry"]["correlation_id"] == "flow-9"
+
+
+@pytest.mark.django_db
+def test_entry_rendering_matches_the_documented_serializer(make_account) -> None:
+    # given: the hot path builds the dict by hand; it must equal EntryOutput's rendering
+    from billing.api import EntryOutput, _entry_data
+
+    funded = make_account(10_000)
+    entry_id = post_json(funded.client(), RESERVE, {"estimated_cost": 3_000}).json()["entry"]["id"]
+    entry = BillingEntry.objects.get(pk=entry_id)
+    expected = dict(
+        EntryOutput(
+            {
+                **{f: getattr(entry, f) for f in EntryOutput().fields if f != "exchange_rate"},
+                "exchange_rate": {
+                    "credit_units_per_usd": entry.credit_units_per_usd,
+                    "usd_usdc_rate": str(entry.usd_usdc_rate),
+                    "frozen_at": entry.rate_frozen_at,
+                },
+            }
+        ).data
+    )
+    # when
+    rendered = _entry_data(entry)
+    # then
+    assert rendered == {**expected, "exchange_rate": dict(expected["exchange_rate"])}
