@@ -11,6 +11,9 @@ worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "8"))
 accesslog = "-"
 timeout = 30
+# Longer than the default 2 s so a busy client reusing a keep-alive
+# connection does not race the server closing it (seen as client ReadErrors).
+keepalive = 30
 
 
 def child_exit(server: Any, worker: Any) -> None:

@@ -30,6 +30,7 @@ import statistics
 import sys
 import time
 import zlib
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -91,6 +92,7 @@ async def http_phase(url: str, pairs: list[tuple[int, str]], clients: int, secon
 
     latencies: list[float] = []
     errors = 0
+    kinds: Counter[str] = Counter()
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30) as client:
@@ -107,6 +109,7 @@ async def http_phase(url: str, pairs: list[tuple[int, str]], clients: int, secon
                     )
                     if reserved.status_code != 201:
                         errors += 1
+                        kinds[f"reserve {reserved.status_code}"] += 1
                         continue
                     entry_id = reserved.json()["entry"]["id"]
                     committed = await client.post(
@@ -114,13 +117,17 @@ async def http_phase(url: str, pairs: list[tuple[int, str]], clients: int, secon
                     )
                     if committed.status_code != 200:
                         errors += 1
+                        kinds[f"commit {committed.status_code}"] += 1
                         continue
-                except httpx.HTTPError:
+                except httpx.HTTPError as exc:
                     errors += 1
+                    kinds[type(exc).__name__] += 1
                     continue
                 latencies.append(time.perf_counter() - started)
 
         await asyncio.gather(*(worker() for _ in range(clients)))
+    if kinds:
+        print(f"  HTTP errors by kind: {dict(kinds)}")
     return latencies, errors
 
 
