@@ -44,6 +44,7 @@ from billing.models import (
 from billing.results import Balance, EntryResult, MintResult
 from billing.states import EntryState, ReleaseReason, sources_of
 from finn.audit import audit_append
+from finn.db import violates
 from finn.errors import InvalidRequest
 
 logger = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ def account_credit_mint(
             now=now,
         )
     except IntegrityError as exc:
-        if "billing_journalentry_idempotency_key_uniq" not in str(exc):
+        if not violates(exc, "billing_journalentry_idempotency_key_uniq"):
             raise
     first = JournalEntry.objects.get(idempotency_key=idempotency_key)
     credited = Posting.objects.filter(journal_entry=first, bucket=Bucket.AVAILABLE, delta__gt=0).first()
@@ -478,7 +479,7 @@ def entry_reserve(
             now=now,
         )
     except IntegrityError as exc:
-        if idempotency_key is None or "billing_billingentry_account_idempotency_key_uniq" not in str(exc):
+        if idempotency_key is None or not violates(exc, "billing_billingentry_account_idempotency_key_uniq"):
             raise
     first = BillingEntry.objects.get(account_id=account_id, idempotency_key=idempotency_key)
     if first.estimated_cost != estimated_cost:
