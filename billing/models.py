@@ -82,6 +82,14 @@ class BillingEntry(models.Model):
     rate_frozen_at = models.DateTimeField()
     expires_at = models.DateTimeField()
     finalize_attempts = models.PositiveIntegerField(default=0)
+    # When the next finalize attempt is due (FINALIZE_PENDING only): the
+    # entries table is the finalize queue; the sweeper reads this column.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    finalize_last_error = models.TextField(blank=True, default="")
+    # Poison (FINALIZE_FAILED) older than 24 h is escalated once.
+    escalated_at = models.DateTimeField(null=True, blank=True)
+    # Highest fencing token a locked writer presented; never decreases.
+    fence_token = models.BigIntegerField(default=0)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key
     release_reason = models.CharField(max_length=32, blank=True, default="")
     void_reason = models.TextField(blank=True, default="")
@@ -108,6 +116,11 @@ class BillingEntry(models.Model):
             models.CheckConstraint(
                 condition=Q(state__in=[s.value for s in EntryState]), name="billing_billingentry_state_known"
             ),
+            # Fencing tokens are Redis INCR values kept within 2^53-1.
+            models.CheckConstraint(
+                condition=Q(fence_token__gte=0, fence_token__lte=2**53 - 1),
+                name="billing_billingentry_fence_token_range",
+            ),
             # One client retry must not reserve twice.
             models.UniqueConstraint(
                 fields=["account", "idempotency_key"],
@@ -117,6 +130,16 @@ class BillingEntry(models.Model):
         ]
         indexes = [
             models.Index(fields=["state", "expires_at"], name="billing_entry_state_exp_idx"),
+            models.Index(
+                fields=["next_attempt_at"],
+                condition=Q(state="FINALIZE_PENDING"),
+                name="billing_entry_finalize_due_idx",
+            ),
+            models.Index(
+                fields=["account"],
+                condition=Q(state__in=["FINALIZE_PENDING", "FINALIZE_FAILED"]),
+                name="billing_entry_exposure_idx",
+            ),
             models.Index(fields=["account", "created_at"], name="billing_entry_account_idx"),
         ]
 

@@ -23,17 +23,27 @@ class AuditEvent(models.Model):
     payload = models.JSONField()
     crc32 = models.CharField(max_length=8)
     created_at = models.DateTimeField()
+    # Hash chain, filled in batches by audit_chain_task (writers never wait
+    # on one lock): chain_prev is the sequence of the previous record,
+    # chain_hash = sha256(previous hash | sequence | type | entry id | crc32).
+    chain_prev = models.BigIntegerField(null=True, blank=True)
+    chain_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL: not chained yet
 
     class Meta:
         indexes = [
             models.Index(fields=["billing_entry_id"], name="finn_audit_entry_idx"),
             models.Index(fields=["account_id", "sequence"], name="finn_audit_account_idx"),
+            models.Index(fields=["sequence"], condition=Q(chain_hash__isnull=True), name="finn_audit_unchained_idx"),
         ]
         constraints = [
             # A checksum that is not 8 lowercase hex digits cannot be
             # verified on replay; stop it at the door.
             models.CheckConstraint(condition=Q(crc32__regex=r"^[0-9a-f]{8}$"), name="finn_auditevent_crc32_format"),
             models.CheckConstraint(condition=Q(schema_version__gte=1), name="finn_auditevent_schema_version_positive"),
+            models.CheckConstraint(
+                condition=Q(chain_hash__isnull=True) | Q(chain_hash__regex=r"^[0-9a-f]{64}$"),
+                name="finn_auditevent_chain_hash_format",
+            ),
         ]
 
     def __str__(self) -> str:

@@ -9,7 +9,6 @@ hang it.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -53,16 +52,18 @@ return 1
 """
 
 
-@dataclass(frozen=True)
-class _Registered:
-    source: str
-
-
-SCRIPTS: dict[str, _Registered] = {
-    "balance_cache_set": _Registered(BALANCE_CACHE_SET),
-}
+SCRIPTS: dict[str, str] = {"balance_cache_set": BALANCE_CACHE_SET}
 
 _script_objects: dict[tuple[str, str], Script] = {}
+
+
+def register_script(name: str, source: str) -> str:
+    """Register a Lua script under ``name`` (at import time of its module)."""
+    existing = SCRIPTS.get(name)
+    if existing is not None and existing != source:
+        raise ValueError(f"Lua script {name!r} registered twice with different sources")
+    SCRIPTS[name] = source
+    return name
 
 
 def run_script(name: str, keys: list[str], args: list[Any]) -> Any:
@@ -71,6 +72,6 @@ def run_script(name: str, keys: list[str], args: list[Any]) -> Any:
     cache_key = (settings.REDIS_URL, name)
     script = _script_objects.get(cache_key)
     if script is None:
-        script = client.register_script(SCRIPTS[name].source)
+        script = client.register_script(SCRIPTS[name])
         _script_objects[cache_key] = script
     return script(keys=keys, args=args, client=client)

@@ -1,0 +1,46 @@
+"""Audit rows stay append-only, except that the hash chain may be filled once.
+
+The chainer (audit_chain_task) sets chain_prev/chain_hash on rows whose hash
+is still NULL; every other column, and any row already chained, is frozen.
+"""
+
+from __future__ import annotations
+
+from django.db import migrations
+
+SQL = """
+CREATE OR REPLACE FUNCTION finn_auditevent_guard() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+  IF TG_OP = 'UPDATE'
+     AND OLD.chain_hash IS NULL AND NEW.chain_hash IS NOT NULL
+     AND (NEW.sequence, NEW.schema_version, NEW.event_type, NEW.billing_entry_id, NEW.account_id,
+          NEW.correlation_id, NEW.actor, NEW.reason, NEW.payload, NEW.crc32, NEW.created_at)
+         IS NOT DISTINCT FROM
+         (OLD.sequence, OLD.schema_version, OLD.event_type, OLD.billing_entry_id, OLD.account_id,
+          OLD.correlation_id, OLD.actor, OLD.reason, OLD.payload, OLD.crc32, OLD.created_at) THEN
+    RETURN NEW;
+  END IF;
+  RAISE EXCEPTION '% is append-only: % refused', TG_TABLE_NAME, TG_OP
+    USING ERRCODE = 'restrict_violation';
+END
+$$;
+
+DROP TRIGGER IF EXISTS finn_auditevent_append_only ON finn_auditevent;
+CREATE TRIGGER finn_auditevent_append_only
+  BEFORE UPDATE OR DELETE ON finn_auditevent
+  FOR EACH ROW EXECUTE FUNCTION finn_auditevent_guard();
+"""
+
+REVERSE_SQL = """
+DROP TRIGGER IF EXISTS finn_auditevent_append_only ON finn_auditevent;
+CREATE TRIGGER finn_auditevent_append_only
+  BEFORE UPDATE OR DELETE ON finn_auditevent
+  FOR EACH ROW EXECUTE FUNCTION finn_reject_mutation();
+DROP FUNCTION IF EXISTS finn_auditevent_guard();
+"""
+
+
+class Migration(migrations.Migration):
+    dependencies = [("finn", "0003_finalize_fencing")]
+    operations = [migrations.RunSQL(SQL, REVERSE_SQL)]
