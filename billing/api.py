@@ -189,7 +189,7 @@ class EntryCommitApi(APIView):
         responses={
             200: EntryResultOutput,
             402: OpenApiResponse(ErrorSerializer, description="insufficient_funds (overcapture)"),
-            409: OpenApiResponse(ErrorSerializer, description="invalid_transition, exceeds_hold or reserve_expired"),
+            409: OpenApiResponse(ErrorSerializer, description="invalid_transition, exceeds_hold or hold_expired"),
             **_ERRORS,
         },
     )

@@ -16,7 +16,7 @@ import redis
 from django.db import transaction
 
 from billing.metrics import balance_cache_write_failures_total
-from finn.redis import get_redis, run_script
+from finn.redis import SCRIPTS, get_redis, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -54,3 +54,25 @@ def balance_cache_schedule(*, account_id: int, available: int, held: int, versio
     transaction.on_commit(
         lambda: balance_cache_write(account_id=account_id, available=available, held=held, version=version)
     )
+
+
+def balance_cache_write_many(balances: list[tuple[int, int, int, int]]) -> bool:
+    """Write (account_id, available, held, version) tuples in one pipeline."""
+    if not balances:
+        return True
+    try:
+        client = get_redis()
+        script = client.register_script(SCRIPTS["balance_cache_set"])
+        pipe = client.pipeline(transaction=False)
+        for account_id, available, held, version in balances:
+            script(
+                keys=[balance_cache_key(account_id)],
+                args=[version, available, held, BALANCE_CACHE_TTL_SECONDS],
+                client=pipe,
+            )
+        pipe.execute()
+    except (redis.RedisError, OSError) as exc:
+        balance_cache_write_failures_total.inc()
+        logger.warning("balance cache batch write failed", extra={"error": type(exc).__name__})
+        return False
+    return True

@@ -29,8 +29,23 @@ class ExceedsHold(Conflict):
     code = "exceeds_hold"
 
 
-class ReserveExpired(Conflict):
-    code = "reserve_expired"
+class HoldExpired(Conflict):
+    """The hold's ``expires_at`` has passed: it can never be committed."""
+
+    code = "hold_expired"
+
+
+class FenceStale(Conflict):
+    """A locked writer's fencing token is not newer than the row's: refused."""
+
+    code = "fencing_stale"
+
+
+class FinalizeBacklog(DomainError):
+    """Too much of the account's spend is not yet finalized upstream."""
+
+    code = "finalize_backlog"
+    status = 402
 
 
 class EntryNotFound(NotFound):

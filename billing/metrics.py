@@ -6,7 +6,7 @@ import functools
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Gauge
 
 from finn.errors import DomainError
 
@@ -21,6 +21,42 @@ operations_total = Counter(
 balance_cache_write_failures_total = Counter(
     "finn_billing_balance_cache_write_failures_total",
     "Balance cache writes to Redis that failed (the ledger is unaffected).",
+)
+fencing_stale_total = Counter(
+    "billing_fencing_stale_total",
+    "Locked writes refused because their fencing token was stale.",
+)
+finalize_attempts_total = Counter(
+    "finn_billing_finalize_attempts_total",
+    "Finalize attempts by outcome.",
+    ["outcome"],
+)
+finalize_escalations_total = Counter(
+    "finn_billing_finalize_escalations_total",
+    "Poison entries (FINALIZE_FAILED) escalated after the escalation window.",
+)
+hold_expiry_released_total = Counter(
+    "finn_billing_hold_expiry_released_total",
+    "Expired holds released by the sweeper.",
+)
+balance_drift_total = Counter(
+    "balance_drift_total",
+    "Sum of |delta| (µUSD) between the Redis balance cache and the ledger, found by reconciliation.",
+)
+reconciliation_divergences = Gauge(
+    "finn_billing_reconciliation_divergences",
+    "Divergences found by the last reconciliation run.",
+    multiprocess_mode="mostrecent",
+)
+reconciliation_drift_alert = Gauge(
+    "finn_billing_reconciliation_drift_alert",
+    "1 when the last reconciliation run found more drift than RECONCILIATION_DRIFT_ALERT_MICRO_USD.",
+    multiprocess_mode="mostrecent",
+)
+finalize_pending_entries = Gauge(
+    "finn_billing_finalize_pending_entries",
+    "Entries waiting to be finalized upstream (pending reconciliation count).",
+    multiprocess_mode="mostrecent",
 )
 ledger_check_failures_total = Counter(
     "finn_billing_ledger_check_failures_total",

@@ -21,17 +21,19 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from ulid import ULID
 
-from billing.cache import balance_cache_schedule
+from billing.cache import balance_cache_schedule, balance_cache_write_many
 from billing.errors import (
     AccountNotFound,
     EntryNotFound,
     ExceedsHold,
+    FenceStale,
+    FinalizeBacklog,
+    HoldExpired,
     IdempotencyKeyReused,
     InsufficientFunds,
     InvalidTransition,
-    ReserveExpired,
 )
-from billing.metrics import counted
+from billing.metrics import counted, fencing_stale_total, hold_expiry_released_total
 from billing.models import (
     Account,
     AccountKind,
@@ -43,7 +45,7 @@ from billing.models import (
 )
 from billing.results import Balance, EntryResult, MintResult
 from billing.states import EntryState, ReleaseReason, sources_of
-from finn.audit import audit_append
+from finn.audit import AuditRecord, audit_append, audit_append_many
 from finn.db import violates
 from finn.errors import InvalidRequest
 
@@ -156,14 +158,33 @@ def _post(
 
 
 def _explain_cas_miss(
-    *, entry_id: str, account_id: int | None, target: EntryState, now: datetime, check_expiry: bool = False
+    *,
+    entry_id: str,
+    account_id: int | None,
+    target: EntryState,
+    now: datetime,
+    check_expiry: bool = False,
+    sources: frozenset[EntryState] | None = None,
+    fence_token: int | None = None,
 ) -> Exception:
     """Why a compare-and-set on an entry changed nothing (cold path)."""
-    row = BillingEntry.objects.filter(pk=entry_id).values("state", "account_id", "expires_at").first()
+    row = BillingEntry.objects.filter(pk=entry_id).values("state", "account_id", "expires_at", "fence_token").first()
     if row is None or (account_id is not None and row["account_id"] != account_id):
         return EntryNotFound(f"billing entry {entry_id} not found")
-    if row["state"] in sources_of(target) and check_expiry and row["expires_at"] <= now:
-        return ReserveExpired(
+    allowed = sources if sources is not None else sources_of(target)
+    if row["state"] in allowed and fence_token is not None and row["fence_token"] >= fence_token:
+        fencing_stale_total.inc()
+        logger.warning(
+            "stale fencing token refused",
+            extra={"billing_entry_id": entry_id, "token": fence_token, "stored": row["fence_token"]},
+        )
+        return FenceStale(
+            f"fencing token {fence_token} is not newer than {row['fence_token']}",
+            token=fence_token,
+            stored=row["fence_token"],
+        )
+    if row["state"] in allowed and check_expiry and row["expires_at"] <= now:
+        return HoldExpired(
             f"the hold on billing entry {entry_id} expired at {row['expires_at'].isoformat()}",
             expires_at=row["expires_at"].isoformat(),
         )
@@ -180,15 +201,24 @@ def _entry_cas(
     set_params: tuple[Any, ...] = (),
     sources: frozenset[EntryState] | None = None,
     require_unexpired: bool = False,
+    fence_token: int | None = None,
 ) -> BillingEntry:
     """Compare-and-set the state of one entry; raise a typed error on a miss.
 
     Of two racing callers only one UPDATE matches ``state IN sources``; the
-    other sees zero rows and changes nothing.
+    other sees zero rows and changes nothing. With ``fence_token`` (a locked
+    writer) the row must also have seen only smaller tokens: a holder whose
+    Redis lock expired and was taken over cannot write any more.
     """
     allowed = sorted(s.value for s in (sources if sources is not None else sources_of(target)))
     where = ["id = %s", "state = ANY(%s)"]
+    if fence_token is not None:
+        set_sql = f"{set_sql + ', ' if set_sql else ''}fence_token = %s"
+        set_params = (*set_params, fence_token)
+        where.append("fence_token < %s")
     params: list[Any] = [target.value, now, *set_params, entry_id, allowed]
+    if fence_token is not None:
+        params.append(fence_token)
     if account_id is not None:
         where.append("account_id = %s")
         params.append(account_id)
@@ -204,7 +234,13 @@ def _entry_cas(
         row = cursor.fetchone()
     if row is None:
         raise _explain_cas_miss(
-            entry_id=entry_id, account_id=account_id, target=target, now=now, check_expiry=require_unexpired
+            entry_id=entry_id,
+            account_id=account_id,
+            target=target,
+            now=now,
+            check_expiry=require_unexpired,
+            sources=sources,
+            fence_token=fence_token,
         )
     return _entry_from_row(row)
 
@@ -280,6 +316,25 @@ def _audit_transition(
         actor=actor,
         reason=reason,
     )
+
+
+# --- finalize exposure (capped risk) --------------------------------------------
+
+_EXPOSURE_SQL = (
+    "SELECT COALESCE(SUM(actual_cost), 0) FROM billing_billingentry"
+    " WHERE account_id = %s AND state IN ('FINALIZE_PENDING', 'FINALIZE_FAILED')"
+)
+
+
+def _finalize_exposure_limit() -> int:
+    """FINALIZE_MAX_EXPOSURE_CU in µUSD (exact: CU * 1e6 / CU-per-USD, rounded down)."""
+    return settings.FINALIZE_MAX_EXPOSURE_CU * 1_000_000 // settings.CREDIT_UNITS_PER_USD
+
+
+def _finalize_exposure(account_id: int) -> int:
+    with connection.cursor() as cursor:
+        cursor.execute(_EXPOSURE_SQL, [account_id])
+        return int(cursor.fetchone()[0])
 
 
 # --- accounts -----------------------------------------------------------------
@@ -408,15 +463,23 @@ def _entry_reserve_txn(
     # The conditional UPDATE is the funds check: it holds the row lock until
     # commit, so concurrent reserves on one account serialize here and none
     # can take the balance below -credit_limit.
+    exposure_limit = _finalize_exposure_limit()
     balance = _account_apply(
         account_id=account_id,
         available_delta=-estimated_cost,
         held_delta=estimated_cost,
-        guard_sql="available + credit_limit >= %s",
-        guard_params=(estimated_cost,),
+        guard_sql=f"available + credit_limit >= %s AND ({_EXPOSURE_SQL}) <= %s",
+        guard_params=(estimated_cost, account_id, exposure_limit),
     )
     if balance is None:
         current = _account_balance(account_id)  # raises AccountNotFound
+        exposure = _finalize_exposure(account_id)
+        if exposure > exposure_limit:
+            raise FinalizeBacklog(
+                "too much spend is still waiting to be finalized upstream; retry when it drains",
+                exposure=exposure,
+                limit=exposure_limit,
+            )
         raise InsufficientFunds(
             "insufficient funds for this reserve",
             available=current.available,
@@ -547,9 +610,31 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
 
 
 def _entry_mark_finalize_pending(*, entry_id: str, now: datetime) -> BillingEntry:
-    entry = _entry_cas(entry_id=entry_id, account_id=None, target=EntryState.FINALIZE_PENDING, now=now)
+    """COMMITTED -> FINALIZE_PENDING, due now; the first attempt is enqueued on commit.
+
+    The row is the queue: if the broker loses the message, the finalize
+    sweeper finds the entry by ``next_attempt_at``.
+    """
+    entry = _entry_cas(
+        entry_id=entry_id,
+        account_id=None,
+        target=EntryState.FINALIZE_PENDING,
+        now=now,
+        set_sql="next_attempt_at = %s",
+        set_params=(now,),
+    )
     _audit_transition(event_type="billing_finalize_pending", entry=entry, from_state=EntryState.COMMITTED, now=now)
+    _finalize_enqueue_on_commit(entry.id, countdown=0)
     return entry
+
+
+def _finalize_enqueue_on_commit(entry_id: str, *, countdown: float) -> None:
+    def enqueue() -> None:
+        from billing.tasks import finalize_enqueue  # tasks import services: import late
+
+        finalize_enqueue(entry_id, countdown=countdown)
+
+    transaction.on_commit(enqueue)
 
 
 @counted("finalize_request")
@@ -645,32 +730,59 @@ def entry_void(*, entry_id: str, reason: str, actor: str, now: datetime, account
 
 @counted("finalize_ack")
 @transaction.atomic(durable=True)
-def entry_finalize_ack(*, entry_id: str, response_status: int, now: datetime, actor: str = "") -> EntryResult:
-    """The upstream ledger acknowledged a charged entry (or staff finalized it by hand)."""
+def entry_finalize_ack(
+    *,
+    entry_id: str,
+    response_status: int,
+    now: datetime,
+    actor: str = "",
+    reason: str = "",
+    fence_token: int | None = None,
+    manual: bool = False,
+) -> EntryResult:
+    """The upstream ledger acknowledged a charged entry, or staff finalized it by hand.
+
+    ``manual`` (staff) accepts only FINALIZE_FAILED entries and needs an actor
+    and a reason; the pipeline passes its fencing token.
+    """
+    if manual and not (actor and reason.strip()):
+        raise InvalidRequest("a manual finalize needs an actor and a reason", reason="reason_required")
     before = _entry_locked_state(entry_id)
-    entry = _entry_cas(entry_id=entry_id, account_id=None, target=EntryState.FINALIZE_ACKED, now=now)
+    entry = _entry_cas(
+        entry_id=entry_id,
+        account_id=None,
+        target=EntryState.FINALIZE_ACKED,
+        now=now,
+        set_sql="next_attempt_at = NULL",
+        sources=frozenset({EntryState.FINALIZE_FAILED}) if manual else None,
+        fence_token=fence_token,
+    )
     _audit_transition(
         event_type="billing_finalize_ack",
         entry=entry,
         from_state=before,
         now=now,
         actor=actor,
-        extra={"upstream_response_status": response_status},
+        reason=reason.strip(),
+        extra={"upstream_response_status": response_status, "manual": manual},
     )
     return EntryResult(entry=entry, balance=_account_balance(entry.account_id))
 
 
 @counted("finalize_fail")
 @transaction.atomic(durable=True)
-def entry_finalize_fail(*, entry_id: str, attempt: int, reason: str, now: datetime) -> EntryResult:
+def entry_finalize_fail(
+    *, entry_id: str, attempt: int, reason: str, now: datetime, fence_token: int | None = None
+) -> EntryResult:
     """Give up finalizing an entry after ``attempt`` tries: it becomes poison."""
     entry = _entry_cas(
         entry_id=entry_id,
         account_id=None,
         target=EntryState.FINALIZE_FAILED,
         now=now,
-        set_sql="finalize_attempts = %s",
-        set_params=(attempt,),
+        set_sql="finalize_attempts = %s, finalize_last_error = %s, next_attempt_at = NULL",
+        set_params=(attempt, reason[:1000]),
+        fence_token=fence_token,
     )
     _audit_transition(
         event_type="billing_finalize_fail",
@@ -678,6 +790,147 @@ def entry_finalize_fail(*, entry_id: str, attempt: int, reason: str, now: dateti
         from_state=EntryState.FINALIZE_PENDING,
         now=now,
         reason=reason,
-        extra={"attempt": attempt, "reason": reason},
+        extra={"attempt": attempt, "reason": reason[:1000]},
     )
     return EntryResult(entry=entry, balance=_account_balance(entry.account_id))
+
+
+@counted("finalize_reschedule")
+@transaction.atomic(durable=True)
+def entry_finalize_reschedule(
+    *,
+    entry_id: str,
+    next_attempt_at: datetime,
+    now: datetime,
+    attempts: int | None = None,
+    error: str = "",
+    fence_token: int | None = None,
+    enqueue: bool = True,
+) -> BillingEntry:
+    """Move a pending entry's next attempt (after a failure, or deferred by the breaker).
+
+    Not a state change, so no audit row; ``attempts`` is set only when an
+    attempt really failed (a deferral does not count).
+    """
+    set_sql = "next_attempt_at = %s, finalize_last_error = %s"
+    set_params: tuple[Any, ...] = (next_attempt_at, error[:1000])
+    if attempts is not None:
+        set_sql += ", finalize_attempts = %s"
+        set_params = (*set_params, attempts)
+    entry = _entry_cas(
+        entry_id=entry_id,
+        account_id=None,
+        target=EntryState.FINALIZE_PENDING,
+        sources=frozenset({EntryState.FINALIZE_PENDING}),
+        now=now,
+        set_sql=set_sql,
+        set_params=set_params,
+        fence_token=fence_token,
+    )
+    if enqueue:
+        _finalize_enqueue_on_commit(entry.id, countdown=max(0.0, (next_attempt_at - now).total_seconds()))
+    return entry
+
+
+@transaction.atomic(durable=True)
+def entry_finalize_escalate(*, entry_id: str, now: datetime) -> bool:
+    """Mark poison as escalated, once per entry (True if this call did it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE billing_billingentry SET escalated_at = %s WHERE id = %s AND state = 'FINALIZE_FAILED'"
+            " AND escalated_at IS NULL RETURNING id",
+            [now, entry_id],
+        )
+        return cursor.fetchone() is not None
+
+
+# --- hold expiry ----------------------------------------------------------------
+
+
+@transaction.atomic(durable=True)
+def holds_expire_batch(*, now: datetime, batch_size: int) -> int:
+    """Release up to ``batch_size`` expired holds, oldest expiry first, in one transaction.
+
+    Set-based so that 10,000 holds expiring in one second are released within
+    seconds: one UPDATE of the entries (SKIP LOCKED, so a commit racing on
+    one entry simply wins it), one UPDATE of the affected accounts (in id
+    order), one statement for the journals and postings, one for the audit
+    rows (``billing_reserve_expired``).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE billing_billingentry e SET state = 'RELEASED', release_reason = 'reserve_expired',"
+            " updated_at = %s FROM (SELECT id FROM billing_billingentry WHERE state = 'RESERVE_HELD'"
+            " AND expires_at <= %s ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) x"
+            " WHERE e.id = x.id RETURNING e.id, e.account_id, e.estimated_cost, e.correlation_id, e.expires_at",
+            [now, now, batch_size],
+        )
+        rows = cursor.fetchall()
+        if not rows:
+            return 0
+        totals: dict[int, int] = {}
+        for _, account_id, amount, _, _ in rows:
+            totals[account_id] = totals.get(account_id, 0) + amount
+        account_ids = sorted(totals)
+        cursor.execute("SELECT id FROM billing_account WHERE id = ANY(%s) ORDER BY id FOR UPDATE", [account_ids])
+        cursor.execute(
+            "UPDATE billing_account a SET available = a.available + t.total, held = a.held - t.total,"
+            " version = a.version + 1 FROM unnest(%s::bigint[], %s::bigint[]) AS t(id, total)"
+            " WHERE a.id = t.id RETURNING a.id, a.available, a.held, a.version",
+            [account_ids, [totals[a] for a in account_ids]],
+        )
+        balances = [(int(r[0]), int(r[1]), int(r[2]), int(r[3])) for r in cursor.fetchall()]
+        cursor.execute(
+            "WITH v AS (SELECT * FROM unnest(%s::varchar[], %s::bigint[], %s::bigint[], %s::varchar[])"
+            " AS v(entry_id, account_id, amount, correlation_id)),"
+            " j AS (INSERT INTO billing_journalentry (billing_entry_id, event_type, correlation_id,"
+            " rounding_direction, created_at) SELECT entry_id, 'billing_reserve_expired', correlation_id, '', %s"
+            " FROM v RETURNING id, billing_entry_id)"
+            " INSERT INTO billing_posting (journal_entry_id, account_id, bucket, delta, denomination)"
+            " SELECT j.id, v.account_id, b.bucket, b.sign * v.amount, 'micro_usd'"
+            " FROM j JOIN v ON v.entry_id = j.billing_entry_id"
+            " CROSS JOIN (VALUES ('held', -1), ('available', 1)) AS b(bucket, sign)",
+            [[r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows], [r[3] for r in rows], now],
+        )
+    audit_append_many(
+        [
+            AuditRecord(
+                event_type="billing_reserve_expired",
+                payload={
+                    "account_id": str(account_id),
+                    "from_state": EntryState.RESERVE_HELD.value,
+                    "to_state": EntryState.RELEASED.value,
+                    "estimated_cost": str(amount),
+                    "actual_cost": None,
+                    "reason": ReleaseReason.RESERVE_EXPIRED.value,
+                    "expires_at": expires_at.isoformat(),
+                },
+                correlation_id=correlation_id,
+                billing_entry_id=entry_id,
+                account_id=account_id,
+                reason=ReleaseReason.RESERVE_EXPIRED.value,
+            )
+            for entry_id, account_id, amount, correlation_id, expires_at in rows
+        ],
+        now=now,
+    )
+    transaction.on_commit(lambda: balance_cache_write_many(balances))
+    return len(rows)
+
+
+def holds_expire(*, now: datetime, batch_size: int | None = None, max_batches: int = 100) -> int:
+    """Release every expired hold (bounded per run), one advisory-locked sweeper at a time."""
+    from finn.locks import AdvisoryLock, advisory_lock
+
+    size = batch_size or settings.HOLD_EXPIRY_BATCH_SIZE
+    released = 0
+    with advisory_lock(AdvisoryLock.HOLD_EXPIRY_SWEEP) as acquired:
+        if not acquired:
+            return 0
+        for _ in range(max_batches):
+            count = holds_expire_batch(now=now, batch_size=size)
+            released += count
+            if count < size:
+                break
+    hold_expiry_released_total.inc(released)
+    return released

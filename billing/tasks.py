@@ -1,10 +1,11 @@
-"""Celery tasks of the billing app (each calls one service or selector)."""
+"""Celery tasks of the billing app: each takes ids, calls one service, returns a summary."""
 
 from __future__ import annotations
 
 import logging
 
 from celery import shared_task
+from django.utils import timezone
 
 from billing.metrics import ledger_check_failures_total
 from billing.selectors import ledger_check
@@ -21,3 +22,66 @@ def ledger_check_task() -> str:
         ledger_check_failures_total.inc()
         logger.error("ledger check failed", extra={"problems": report.lines()[1:-1]})
     return summary
+
+
+@shared_task(name="billing.tasks.entry_finalize_task", acks_late=True)
+def entry_finalize_task(entry_id: str) -> str:
+    from billing.finalize import entry_finalize_attempt
+
+    return f"{entry_id}: {entry_finalize_attempt(entry_id=entry_id)}"
+
+
+def finalize_enqueue(entry_id: str, *, countdown: float) -> bool:
+    """Send a finalize wake-up; a broker failure is logged, the sweeper catches up."""
+    try:
+        entry_finalize_task.apply_async(args=(entry_id,), countdown=countdown, expires=3600, retry=False)
+    except Exception as exc:  # kombu/redis errors of any kind: the row is the queue
+        logger.warning("finalize enqueue failed", extra={"billing_entry_id": entry_id, "error": type(exc).__name__})
+        return False
+    return True
+
+
+@shared_task(name="billing.tasks.finalize_sweep_task")
+def finalize_sweep_task() -> str:
+    from billing.finalize import finalize_sweep
+
+    result = finalize_sweep(now=timezone.now())
+    return f"enqueued {result.enqueued}, pending {result.pending}"
+
+
+@shared_task(name="billing.tasks.finalize_escalation_task")
+def finalize_escalation_task() -> str:
+    from billing.finalize import finalize_escalate
+
+    return f"escalated {finalize_escalate(now=timezone.now())}"
+
+
+@shared_task(name="billing.tasks.finalize_bulk_replay_task")
+def finalize_bulk_replay_task(concurrency: int, limit: int) -> str:
+    from billing.finalize import finalize_bulk_replay
+
+    return f"replayed: {finalize_bulk_replay(concurrency=concurrency, limit=limit)}"
+
+
+@shared_task(name="billing.tasks.hold_expiry_sweep_task")
+def hold_expiry_sweep_task() -> str:
+    from billing.services import holds_expire
+
+    return f"released {holds_expire(now=timezone.now())} expired holds"
+
+
+@shared_task(name="billing.tasks.reconciliation_task")
+def reconciliation_task() -> str:
+    from billing.reconciliation import reconciliation_run
+
+    result = reconciliation_run(now=timezone.now())
+    if result is None:
+        return "another reconciliation run holds the lock"
+    return f"{result.run_id}: checked {result.accounts_checked}, divergences {result.divergences_found}"
+
+
+@shared_task(name="billing.tasks.audit_chain_task")
+def audit_chain_task() -> str:
+    from billing.wal import audit_chain
+
+    return f"chained {audit_chain()} audit records"

@@ -9,6 +9,13 @@ from django.db import models
 from django.db.models import Q
 
 
+class ClockTimestamp(models.Func):
+    """PostgreSQL's clock_timestamp(): the wall time of the INSERT itself."""
+
+    template = "clock_timestamp()"
+    output_field = models.DateTimeField()
+
+
 class AuditEvent(models.Model):
     """One billing event, append-only, in the same transaction as its effect."""
 
@@ -26,6 +33,10 @@ class AuditEvent(models.Model):
     # Hash chain, filled in batches by audit_chain_task (writers never wait
     # on one lock): chain_prev is the sequence of the previous record,
     # chain_hash = sha256(previous hash | sequence | type | entry id | crc32).
+    # When the row was really inserted (not the operation's "now"): the
+    # chainer only links rows inserted more than a minute ago, by which time
+    # every transaction that took a smaller sequence number has finished.
+    inserted_at = models.DateTimeField(db_default=ClockTimestamp())
     chain_prev = models.BigIntegerField(null=True, blank=True)
     chain_hash = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001 - NULL: not chained yet
 

@@ -44,6 +44,18 @@ try:
     # Upstream ledger that committed entries are finalized with. Empty: entries
     # stay COMMITTED (see billing.services.entry_commit).
     FINALIZE_URL = env_str("FINALIZE_URL", "") or ""
+    FINALIZE_TIMEOUT_SECONDS = env_int("FINALIZE_TIMEOUT_SECONDS", 5, minimum=1)
+    FINALIZE_MAX_ATTEMPTS = env_int("FINALIZE_MAX_ATTEMPTS", 5, minimum=1)
+    FINALIZE_ESCALATION_HOURS = env_int("FINALIZE_ESCALATION_HOURS", 24, minimum=1)
+    FINALIZE_MAX_EXPOSURE_CU = env_int("FINALIZE_MAX_EXPOSURE_CU", 500, minimum=0)
+    FINALIZE_PENDING_UNHEALTHY = env_int("FINALIZE_PENDING_UNHEALTHY", 50, minimum=1)
+    FINALIZE_REPLAY_CONCURRENCY = env_int("FINALIZE_REPLAY_CONCURRENCY", 5, minimum=1)
+    FINALIZE_BREAKER_THRESHOLD = env_int("FINALIZE_BREAKER_THRESHOLD", 5, minimum=1)
+    FINALIZE_BREAKER_WINDOW_SECONDS = env_int("FINALIZE_BREAKER_WINDOW_SECONDS", 60, minimum=1)
+    FINALIZE_BREAKER_COOLDOWN_SECONDS = env_int("FINALIZE_BREAKER_COOLDOWN_SECONDS", 30, minimum=0)
+    RECONCILIATION_INTERVAL_SECONDS = env_int("RECONCILIATION_INTERVAL_SECONDS", 60, minimum=1)
+    RECONCILIATION_DRIFT_ALERT_MICRO_USD = env_int("RECONCILIATION_DRIFT_ALERT_MICRO_USD", 1000, minimum=0)
+    HOLD_EXPIRY_BATCH_SIZE = env_int("HOLD_EXPIRY_BATCH_SIZE", 1000, minimum=1)
     BILLING_RESERVE_TTL_SECONDS = env_int("BILLING_RESERVE_TTL_SECONDS", 300, minimum=1)
     BILLING_RESERVE_TTL_MAX_SECONDS = env_int("BILLING_RESERVE_TTL_MAX_SECONDS", 3600, minimum=1)
     IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 24, minimum=1)
@@ -196,6 +208,39 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=15),
         "options": {"expires": 10 * 60},
     },
+    # Holds must be released within seconds of expiry; each run drains every
+    # expired hold in batches, so a 1 s schedule keeps the lag near 1 s.
+    "hold-expiry-sweep": {
+        "task": "billing.tasks.hold_expiry_sweep_task",
+        "schedule": timedelta(seconds=1),
+        "options": {"expires": 5},
+    },
+    # The entries table is the finalize queue: re-enqueue attempts whose
+    # broker message was lost (or whose worker died) a few seconds late.
+    "finalize-sweep": {
+        "task": "billing.tasks.finalize_sweep_task",
+        "schedule": timedelta(seconds=5),
+        "options": {"expires": 10},
+    },
+    # Poison older than 24 h escalates once; checking every 5 minutes keeps
+    # the alert within minutes of the deadline.
+    "finalize-escalation": {
+        "task": "billing.tasks.finalize_escalation_task",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 4 * 60},
+    },
+    # Redis balance cache against the ledger; corrections are audited first.
+    "reconciliation": {
+        "task": "billing.tasks.reconciliation_task",
+        "schedule": timedelta(seconds=RECONCILIATION_INTERVAL_SECONDS),
+        "options": {"expires": RECONCILIATION_INTERVAL_SECONDS},
+    },
+    # Hash-chains new audit records in batches so writers never serialize.
+    "audit-chain": {
+        "task": "billing.tasks.audit_chain_task",
+        "schedule": timedelta(seconds=10),
+        "options": {"expires": 10},
+    },
     # Idempotency keys are only useful for client retries within a day;
     # hourly trimming keeps the table small without racing live requests.
     "idempotency-key-cleanup": {
@@ -204,6 +249,9 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 30 * 60},
     },
 }
+
+# Delay before retry n (1-based) of a failed finalize attempt, in seconds.
+FINALIZE_RETRY_DELAYS = [1, 2, 4, 8, 16]
 
 # --- Logging ----------------------------------------------------------------
 LOGGING = {

@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 
 from billing import services
-from billing.errors import ExceedsHold, InsufficientFunds, ReserveExpired
+from billing.errors import ExceedsHold, HoldExpired, InsufficientFunds
 from billing.models import JournalEntry, Posting
 from billing.services import SYSTEM_REVENUE, TREASURY_USDC_RECEIVED, system_account_id
 from billing.states import EntryState
@@ -184,10 +184,10 @@ def test_commit_after_the_hold_expired_is_refused(make_account, now) -> None:
     ).entry.id
     before = ledger_snapshot()
     # when
-    with pytest.raises(ReserveExpired) as info:
+    with pytest.raises(HoldExpired) as info:
         services.entry_commit(entry_id=entry_id, actual_cost=500, now=now + timedelta(seconds=2))
     # then
-    assert info.value.code == "reserve_expired"
+    assert info.value.code == "hold_expired"
     assert ledger_snapshot() == before
 
 

@@ -83,11 +83,10 @@ def test_advisory_lock_admits_one_holder() -> None:
 
     other = connections.create_connection("default")
     try:
-        with advisory_lock(AdvisoryLock.RECONCILIATION) as first:
-            # when
-            with other.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_lock(%s)", [int(AdvisoryLock.RECONCILIATION)])
-                second = cursor.fetchone()[0]
+        # when
+        with advisory_lock(AdvisoryLock.RECONCILIATION) as first, other.cursor() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(%s)", [int(AdvisoryLock.RECONCILIATION)])
+            second = cursor.fetchone()[0]
         # then
         assert first is True
         assert second is False
