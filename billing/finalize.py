@@ -35,7 +35,6 @@ from finn.locks import AdvisoryLock, advisory_lock, fence_raise, lock_acquire, l
 logger = logging.getLogger(__name__)
 
 FENCE_KEY = "billing:lock:fence"
-LOCK_TTL_SECONDS = 30
 DEFER_SECONDS = 5  # when Redis is unreachable
 
 
@@ -87,7 +86,9 @@ def entry_finalize_attempt(*, entry_id: str, now: datetime | None = None, replay
     if not settings.FINALIZE_URL:
         return "not_configured"
     try:
-        lock = lock_acquire(key=entry_lock_key(entry_id), fence_key=FENCE_KEY, ttl_seconds=LOCK_TTL_SECONDS)
+        lock = lock_acquire(
+            key=entry_lock_key(entry_id), fence_key=FENCE_KEY, ttl_seconds=settings.FINALIZE_LOCK_TTL_SECONDS
+        )
     except (redis.RedisError, OSError):
         return "deferred" if replay else _defer(entry_id, now=now, seconds=DEFER_SECONDS, why="redis_unavailable")
     if not lock.acquired:

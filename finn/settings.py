@@ -45,6 +45,7 @@ try:
     # stay COMMITTED (see billing.services.entry_commit).
     FINALIZE_URL = env_str("FINALIZE_URL", "") or ""
     FINALIZE_TIMEOUT_SECONDS = env_int("FINALIZE_TIMEOUT_SECONDS", 5, minimum=1)
+    FINALIZE_LOCK_TTL_SECONDS = env_int("FINALIZE_LOCK_TTL_SECONDS", 30, minimum=1)
     FINALIZE_MAX_ATTEMPTS = env_int("FINALIZE_MAX_ATTEMPTS", 5, minimum=1)
     FINALIZE_ESCALATION_HOURS = env_int("FINALIZE_ESCALATION_HOURS", 24, minimum=1)
     FINALIZE_MAX_EXPOSURE_CU = env_int("FINALIZE_MAX_EXPOSURE_CU", 500, minimum=0)

@@ -14,7 +14,15 @@ from django.db import connection
 from billing import services
 from billing.models import Account, BillingEntry
 from billing.states import EntryState
-from billing.wal import CURSOR_KEY, PENDING_COUNT_KEY, audit_chain, audit_export, audit_replay, audit_verify, rebuild_balances
+from billing.wal import (
+    CURSOR_KEY,
+    PENDING_COUNT_KEY,
+    audit_chain,
+    audit_export,
+    audit_replay,
+    audit_verify,
+    rebuild_balances,
+)
 from finn.models import AuditEvent
 from finn.redis import get_redis
 
@@ -194,7 +202,9 @@ def test_replay_skips_unknown_and_future_records_counts_bad_checksums_and_trunca
     unknown = json.loads(first_lines[2])
     unknown["event_type"] = "from_the_future"
     unknown["checksum"] = unknown["checksum"]
-    segments[0].write_text("\n".join([json.dumps(bad), json.dumps(future), json.dumps(unknown), *first_lines[3:]]) + "\n")
+    segments[0].write_text(
+        "\n".join([json.dumps(bad), json.dumps(future), json.dumps(unknown), *first_lines[3:]]) + "\n"
+    )
     last = segments[-1]
     intact = last.read_bytes()
     last.write_bytes(intact + b'{"schema_version":1,"event_type":"billing_res')  # torn write
@@ -234,5 +244,3 @@ def test_rebuild_balances_command_exits_1_on_differences(make_account, now) -> N
         call_command("rebuild_balances", stdout=io.StringIO())
     call_command("rebuild_balances", "--repair", stdout=io.StringIO())
     call_command("rebuild_balances", stdout=io.StringIO())
-
-

@@ -1,0 +1,87 @@
+"""A local fake of the upstream ledger (an HTTP server on 127.0.0.1).
+
+External services are replaced by real servers on loopback, never by
+patching finn's code. Behaviour is set per test: status codes in order, a
+delay, or garbage bytes instead of HTTP.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Upstream:
+    statuses: list[int] = field(default_factory=lambda: [200])  # used in order; the last repeats
+    delay_seconds: float = 0.0
+    first_delay_seconds: float | None = None
+    garbage: bool = False
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    url: str = ""
+
+    def next_status(self) -> int:
+        with self.lock:
+            index = min(len(self.requests) - 1, len(self.statuses) - 1)
+            return self.statuses[max(index, 0)]
+
+
+@contextmanager
+def fake_upstream(**behaviour: Any) -> Iterator[Upstream]:
+    upstream = Upstream(**behaviour)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # quiet
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = json.loads(self.rfile.read(length) or b"{}")
+            with upstream.lock:
+                first = not upstream.requests
+                upstream.requests.append(body)
+                upstream.headers.append(dict(self.headers))
+                upstream.in_flight += 1
+                upstream.max_in_flight = max(upstream.max_in_flight, upstream.in_flight)
+            try:
+                delay = (
+                    upstream.first_delay_seconds
+                    if first and upstream.first_delay_seconds is not None
+                    else upstream.delay_seconds
+                )
+                if delay:
+                    time.sleep(delay)
+                if upstream.garbage:
+                    self.wfile.write(b"\x00\x01 this is not HTTP \xff\r\n\r\n")
+                    return
+                status = upstream.next_status()
+                payload = b'{"ok": true}'
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+            finally:
+                with upstream.lock:
+                    upstream.in_flight -= 1
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    upstream.url = f"http://127.0.0.1:{server.server_address[1]}/finalize"
+    try:
+        yield upstream
+    finally:
+        server.shutdown()
+        server.server_close()
