@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
@@ -14,9 +15,11 @@ from rest_framework.views import APIView
 
 from billing import selectors, services
 from billing.errors import AccountNotFound
+from billing.finalize import finalize_health
 from billing.models import BillingEntry
 from billing.results import Balance, EntryResult
 from billing.states import ReleaseReason
+from billing.tasks import finalize_bulk_replay_task
 from finn.auth import Principal
 from finn.errors import Forbidden, InvalidRequest
 from finn.fields import ErrorSerializer, StrictIntegerField, TokenField
@@ -135,7 +138,7 @@ class EntryReserveApi(APIView):
         parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
         responses={
             201: EntryResultOutput,
-            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds"),
+            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds or finalize_backlog"),
             409: OpenApiResponse(ErrorSerializer, description="request_in_progress"),
             422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
             **_ERRORS,
@@ -293,3 +296,90 @@ class AccountBalanceApi(APIView):
             raise AccountNotFound(f"account {account_id} not found")
         balance = selectors.account_balance(account_id=account_id)
         return Response({"balance": _balance_data(balance)})
+
+
+def _require_staff(principal: Principal, what: str) -> None:
+    if not principal.is_staff:
+        raise Forbidden(f"{what} is for finance staff")
+
+
+class EntryFinalizeApi(APIView):
+    class FinalizeInput(serializers.Serializer):
+        reason = serializers.CharField(max_length=1000)
+
+    @extend_schema(
+        operation_id="billing_entry_finalize",
+        summary="Finalize a poison (FINALIZE_FAILED) entry by hand (finance staff)",
+        request=FinalizeInput,
+        responses={
+            200: EntryResultOutput,
+            403: OpenApiResponse(ErrorSerializer, description="not staff"),
+            409: OpenApiResponse(ErrorSerializer, description="invalid_transition"),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request, entry_id: str) -> Response:
+        principal = _principal(request)
+        _require_staff(principal, "finalizing an entry by hand")
+        parsed_id = selectors.parse_entry_id(entry_id)
+        serializer = self.FinalizeInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        result = services.entry_finalize_ack(
+            entry_id=parsed_id,
+            response_status=0,
+            now=timezone.now(),
+            actor=principal.actor,
+            reason=serializer.validated_data["reason"],
+            manual=True,
+        )
+        return _result_response(result)
+
+
+class FinalizeReplayApi(APIView):
+    class ReplayInput(serializers.Serializer):
+        concurrency = StrictIntegerField(required=False, min_value=1, max_value=20)
+        limit = StrictIntegerField(required=False, min_value=1, max_value=1000)
+
+    class ReplayOutput(serializers.Serializer):
+        queued = serializers.IntegerField(help_text="poison entries the replay will try")
+        concurrency = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="billing_finalize_replay",
+        summary="Replay poison entries upstream in the background (finance staff)",
+        request=ReplayInput,
+        responses={202: ReplayOutput, 403: OpenApiResponse(ErrorSerializer, description="not staff"), **_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        _require_staff(_principal(request), "replaying poison entries")
+        serializer = self.ReplayInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        concurrency = serializer.validated_data.get("concurrency", settings.FINALIZE_REPLAY_CONCURRENCY)
+        limit = serializer.validated_data.get("limit", 100)
+        queued = min(limit, selectors.poison_count())
+        finalize_bulk_replay_task.delay(concurrency, limit)
+        return Response({"queued": queued, "concurrency": concurrency}, status=status.HTTP_202_ACCEPTED)
+
+
+class FinalizeHealthApi(APIView):
+    class HealthOutput(serializers.Serializer):
+        breaker_state = serializers.CharField()
+        pending = serializers.IntegerField()
+        failed = serializers.IntegerField()
+        healthy = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="billing_finalize_health",
+        summary="Finalize pipeline health: breaker state and backlog (503 when unhealthy)",
+        responses={200: HealthOutput, 503: HealthOutput, **_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        _require_staff(_principal(request), "finalize health")
+        health = finalize_health()
+        body = {
+            "breaker_state": health.breaker_state,
+            "pending": health.pending,
+            "failed": health.failed,
+            "healthy": health.healthy,
+        }
+        return Response(body, status=200 if health.healthy else 503)

@@ -32,6 +32,11 @@ def entry_get(*, entry_id: str, account_id: int | None) -> BillingEntry:
     return entry
 
 
+def poison_count() -> int:
+    """Entries that gave up finalizing (FINALIZE_FAILED)."""
+    return BillingEntry.objects.filter(state="FINALIZE_FAILED").count()
+
+
 def account_balance(*, account_id: int) -> Balance:
     row = Account.objects.filter(pk=account_id).values_list("available", "held", "version").first()
     if row is None:

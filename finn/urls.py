@@ -16,6 +16,11 @@ api_v1 = [
     path("billing/entries/<str:entry_id>/commit", billing_api.EntryCommitApi.as_view(), name="billing-entry-commit"),
     path("billing/entries/<str:entry_id>/release", billing_api.EntryReleaseApi.as_view(), name="billing-entry-release"),
     path("billing/entries/<str:entry_id>/void", billing_api.EntryVoidApi.as_view(), name="billing-entry-void"),
+    path(
+        "billing/entries/<str:entry_id>/finalize", billing_api.EntryFinalizeApi.as_view(), name="billing-entry-finalize"
+    ),
+    path("billing/finalize/replay", billing_api.FinalizeReplayApi.as_view(), name="billing-finalize-replay"),
+    path("billing/finalize/health", billing_api.FinalizeHealthApi.as_view(), name="billing-finalize-health"),
     path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
     path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),
 ]
