@@ -44,3 +44,32 @@ def test_ledger_admin_pages_are_read_only(make_account) -> None:
         assert client.get(f"/admin/billing/{model}/").status_code == 200
         assert client.get(f"/admin/billing/{model}/add/").status_code == 403
     assert client.get("/admin/finn/auditevent/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_admin_void_asks_for_a_reason_then_voids(make_account, now) -> None:
+    # given
+    from billing.models import BillingEntry
+    from billing.states import EntryState
+    from tests.billing.helpers import entry_in_state
+
+    funded = make_account(10_000)
+    entry_id = entry_in_state(EntryState.COMMITTED, account_id=funded.pk, now=now)
+    admin_user = get_user_model().objects.create_superuser("fin", "f@example.com", "pw")
+    client = Client()
+    client.force_login(admin_user)
+    url = "/admin/billing/billingentry/"
+    # when
+    confirm = client.post(url, {"action": "void_entries", "_selected_action": [entry_id]})
+    no_reason = client.post(url, {"action": "void_entries", "_selected_action": [entry_id], "confirmed": "yes"})
+    done = client.post(
+        url,
+        {"action": "void_entries", "_selected_action": [entry_id], "confirmed": "yes", "reason": "dup"},
+        follow=True,
+    )
+    # then
+    assert "Reason (required" in confirm.content.decode()
+    assert "A reason is required." in no_reason.content.decode()
+    assert BillingEntry.objects.get(pk=entry_id).state == EntryState.VOIDED
+    assert BillingEntry.objects.get(pk=entry_id).voided_by == "fin"
+    assert "1 entry done." in done.content.decode()
