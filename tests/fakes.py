@@ -7,6 +7,7 @@ delay, or garbage bytes instead of HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -43,6 +44,11 @@ def fake_upstream(**behaviour: Any) -> Iterator[Upstream]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # quiet
             pass
+
+        def handle(self) -> None:
+            # A client that hangs up (a killed worker, a timeout) is expected here.
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                super().handle()
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
