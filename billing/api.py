@@ -112,6 +112,11 @@ def _principal(request: Request) -> Principal:
     return user
 
 
+def _require_staff(principal: Principal, what: str) -> None:
+    if not principal.is_staff:
+        raise Forbidden(f"{what} is for finance staff")
+
+
 def _scope(principal: Principal) -> int | None:
     """The account a caller may touch: its own, or any (None) for staff."""
     return None if principal.is_staff else principal.account_id
@@ -255,8 +260,7 @@ class EntryVoidApi(APIView):
     )
     def post(self, request: Request, entry_id: str) -> Response:
         principal = _principal(request)
-        if not principal.is_staff:
-            raise Forbidden("voiding an entry is for finance staff")
+        _require_staff(principal, "voiding an entry")
         parsed_id = selectors.parse_entry_id(entry_id)
         serializer = self.VoidInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -296,11 +300,6 @@ class AccountBalanceApi(APIView):
             raise AccountNotFound(f"account {account_id} not found")
         balance = selectors.account_balance(account_id=account_id)
         return Response({"balance": _balance_data(balance)})
-
-
-def _require_staff(principal: Principal, what: str) -> None:
-    if not principal.is_staff:
-        raise Forbidden(f"{what} is for finance staff")
 
 
 class EntryFinalizeApi(APIView):

@@ -920,17 +920,14 @@ def holds_expire_batch(*, now: datetime, batch_size: int) -> int:
 
 def holds_expire(*, now: datetime, batch_size: int | None = None, max_batches: int = 100) -> int:
     """Release every expired hold (bounded per run), one advisory-locked sweeper at a time."""
-    from finn.locks import AdvisoryLock, advisory_lock
+    from finn.locks import AdvisoryLock, drain_batches
 
     size = batch_size or settings.HOLD_EXPIRY_BATCH_SIZE
-    released = 0
-    with advisory_lock(AdvisoryLock.HOLD_EXPIRY_SWEEP) as acquired:
-        if not acquired:
-            return 0
-        for _ in range(max_batches):
-            count = holds_expire_batch(now=now, batch_size=size)
-            released += count
-            if count < size:
-                break
-    hold_expiry_released_total.inc(released)
-    return released
+    released = drain_batches(
+        AdvisoryLock.HOLD_EXPIRY_SWEEP,
+        lambda: holds_expire_batch(now=now, batch_size=size),
+        batch_size=size,
+        max_batches=max_batches,
+    )
+    hold_expiry_released_total.inc(released or 0)
+    return released or 0

@@ -28,7 +28,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from finn.audit import AuditRecord, audit_append_many, canonical_json
-from finn.locks import AdvisoryLock, advisory_lock
+from finn.locks import AdvisoryLock, drain_batches
 from finn.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -55,16 +55,13 @@ def _crc(payload: Any) -> str:
 
 def audit_chain(*, batch_size: int = 5000, max_batches: int = 200, lag_seconds: int = CHAIN_LAG_SECONDS) -> int:
     """Link unchained records older than the lag, in sequence order; return how many."""
-    linked = 0
-    with advisory_lock(AdvisoryLock.AUDIT_CHAIN) as acquired:
-        if not acquired:
-            return 0
-        for _ in range(max_batches):
-            count = _chain_batch(batch_size=batch_size, lag_seconds=lag_seconds)
-            linked += count
-            if count < batch_size:
-                break
-    return linked
+    linked = drain_batches(
+        AdvisoryLock.AUDIT_CHAIN,
+        lambda: _chain_batch(batch_size=batch_size, lag_seconds=lag_seconds),
+        batch_size=batch_size,
+        max_batches=max_batches,
+    )
+    return linked or 0
 
 
 @transaction.atomic(durable=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -129,3 +129,21 @@ def advisory_lock(key: AdvisoryLock) -> Iterator[bool]:
         if acquired:
             with connection.cursor() as cursor:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [int(key)])
+
+
+def drain_batches(key: AdvisoryLock, batch: Callable[[], int], *, batch_size: int, max_batches: int) -> int | None:
+    """Run ``batch()`` (one transaction each) until it returns fewer than ``batch_size``.
+
+    One process at a time (advisory lock ``key``); None if another holds it.
+    ``max_batches`` bounds one run so a huge backlog cannot starve the worker.
+    """
+    with advisory_lock(key) as acquired:
+        if not acquired:
+            return None
+        total = 0
+        for _ in range(max_batches):
+            count = batch()
+            total += count
+            if count < batch_size:
+                break
+        return total
