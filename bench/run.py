@@ -188,15 +188,18 @@ async def raw_phase(dsn: str, pairs: list[tuple[int, str]], clients: int, second
                         await conn.execute(
                             "INSERT INTO billing_billingentry (id, account_id, correlation_id, state, estimated_cost,"
                             " credit_units_per_usd, usd_usdc_rate, rate_frozen_at, expires_at, finalize_attempts,"
-                            " release_reason, void_reason, voided_by, created_at, updated_at) VALUES"
-                            " (%s, %s, 'bench-raw', 'RESERVE_HELD', 1000, 100, 1, %s, %s, 0, '', '', '', %s, %s)",
+                            " finalize_last_error, fence_token, release_reason, void_reason, voided_by, created_at,"
+                            " updated_at) VALUES"
+                            " (%s, %s, 'bench-raw', 'RESERVE_HELD', 1000, 100, 1, %s, %s, 0, '', 0, '', '', '', %s, %s)",
                             (entry_id, account_id, now, now + timedelta(seconds=300), now, now),
                         )
                         cur = await conn.execute(
                             "UPDATE billing_account SET available = available - 1000, held = held + 1000,"
                             " version = version + 1 WHERE id = %s AND available + credit_limit >= 1000"
+                            " AND (SELECT COALESCE(SUM(actual_cost), 0) FROM billing_billingentry WHERE account_id = %s"
+                            " AND state IN ('FINALIZE_PENDING', 'FINALIZE_FAILED')) <= 5000000"
                             " RETURNING available",
-                            (account_id,),
+                            (account_id, account_id),
                         )
                         if await cur.fetchone() is None:
                             raise RuntimeError("insufficient funds")
