@@ -15,7 +15,7 @@ import dj_database_url
 import django_stubs_ext
 from celery.schedules import crontab
 
-from finn.env import ConfigurationError, env_bool, env_int, env_list, env_str
+from finn.env import ConfigurationError, env_bool, env_int, env_json, env_list, env_str
 
 # Lets typed generics such as ModelAdmin[Model] work at runtime.
 django_stubs_ext.monkeypatch()
@@ -291,6 +291,11 @@ try:
     USD_USDC_RATE = Decimal(env_str("USD_USDC_RATE", "1.0") or "1.0")
     if not USD_USDC_RATE.is_finite() or USD_USDC_RATE <= 0:
         raise ConfigurationError("USD_USDC_RATE must be a positive decimal")
-except (ConfigurationError, InvalidOperation) as exc:
+    from credits.pricing_config import PricingConfigError, default_pricing, parse_model_pricing
+
+    _pricing_json = env_json("FINN_MODEL_PRICING_JSON", None)
+    # µUSD per million tokens (input, output) by model.
+    MODEL_PRICING = default_pricing() if _pricing_json is None else parse_model_pricing(_pricing_json)
+except (ConfigurationError, InvalidOperation, PricingConfigError) as exc:
     print(f"finn: refusing to start: {exc or 'USD_USDC_RATE must be a decimal'}", file=sys.stderr)
     raise SystemExit(2) from None

@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing import api as billing_api
+from credits import api as credits_api
 from finn import views
 
 handler404 = "finn.errors.json_404"
@@ -21,6 +22,8 @@ api_v1 = [
     ),
     path("billing/finalize/replay", billing_api.FinalizeReplayApi.as_view(), name="billing-finalize-replay"),
     path("billing/finalize/health", billing_api.FinalizeHealthApi.as_view(), name="billing-finalize-health"),
+    path("models", credits_api.ModelListApi.as_view(), name="models"),
+    path("pricing/estimate", credits_api.EstimateApi.as_view(), name="pricing-estimate"),
     path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
     path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),
 ]
