@@ -32,3 +32,28 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.prefix}… (account {self.account_id})"
+
+
+class UsedNonce(models.Model):
+    """A consumed nonce (x402 authorization, SIWE): consuming is an INSERT.
+
+    ``key`` is the SHA-256 of the identifying fields, so a replay hits the
+    primary key and is refused by the database, whatever Redis says.
+    """
+
+    class Kind(models.TextChoices):
+        X402 = "x402"
+        SIWE = "siwe"
+
+    key = models.CharField(primary_key=True, max_length=64)
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"], name="credits_nonce_created_idx")]
+        constraints = [
+            models.CheckConstraint(condition=Q(key__regex=r"^[0-9a-f]{64}$"), name="credits_usednonce_key_is_sha256"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind}:{self.key[:12]}"

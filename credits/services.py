@@ -5,12 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.db import connection
 
 from billing.models import Account, AccountKind
+from credits.metrics import nonce_cleanup_duration_seconds, nonce_replays_total, nonces_deleted_total
 from credits.models import ApiKey
 from finn.errors import InvalidRequest
 
@@ -66,3 +69,56 @@ def api_key_ensure(*, account: Account, secret: str, name: str, now: datetime) -
 
 def api_key_revoke(*, api_key: ApiKey, now: datetime) -> None:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+
+
+# --- nonces -------------------------------------------------------------------
+
+
+def nonce_key(*parts: str) -> str:
+    """SHA-256 of the identifying fields (lower-cased, joined unambiguously)."""
+    material = "\x1f".join(part.strip().lower() for part in parts)
+    return hashlib.sha256(material.encode("utf-8")).hexdigest()
+
+
+def nonce_consume(*, kind: str, parts: tuple[str, ...], now: datetime) -> bool:
+    """Record a nonce as used; False if it was used before (a replay)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO credits_usednonce (key, kind, created_at) VALUES (%s, %s, %s) ON CONFLICT (key) DO NOTHING"
+            " RETURNING key",
+            [nonce_key(kind, *parts), kind, now],
+        )
+        fresh = cursor.fetchone() is not None
+    if not fresh:
+        nonce_replays_total.labels(kind).inc()
+    return fresh
+
+
+@dataclass(frozen=True)
+class CleanupResult:
+    deleted: int
+    seconds: float
+
+
+def nonce_cleanup(
+    *, now: datetime, max_age_hours: int | None = None, batch_size: int = 5000, max_batches: int = 200
+) -> CleanupResult:
+    """Delete used nonces older than the window in bounded batches; report the real count."""
+    started = time.monotonic()
+    cutoff = now - timedelta(hours=max_age_hours or settings.NONCE_MAX_AGE_HOURS)
+    deleted = 0
+    for _ in range(max_batches):
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM credits_usednonce WHERE key IN (SELECT key FROM credits_usednonce WHERE created_at < %s"
+                " LIMIT %s)",
+                [cutoff, batch_size],
+            )
+            count = cursor.rowcount
+        deleted += count
+        if count < batch_size:
+            break
+    seconds = time.monotonic() - started
+    nonces_deleted_total.inc(deleted)
+    nonce_cleanup_duration_seconds.set(seconds)
+    return CleanupResult(deleted=deleted, seconds=seconds)

@@ -15,6 +15,7 @@ import dj_database_url
 import django_stubs_ext
 from celery.schedules import crontab
 
+from credits.pricing_config import PricingConfigError, default_pricing, parse_model_pricing
 from finn.env import ConfigurationError, env_bool, env_int, env_json, env_list, env_str
 
 # Lets typed generics such as ModelAdmin[Model] work at runtime.
@@ -56,6 +57,8 @@ try:
     FINALIZE_BREAKER_COOLDOWN_SECONDS = env_int("FINALIZE_BREAKER_COOLDOWN_SECONDS", 30, minimum=0)
     RECONCILIATION_INTERVAL_SECONDS = env_int("RECONCILIATION_INTERVAL_SECONDS", 60, minimum=1)
     RECONCILIATION_DRIFT_ALERT_MICRO_USD = env_int("RECONCILIATION_DRIFT_ALERT_MICRO_USD", 1000, minimum=0)
+    NONCE_MAX_AGE_HOURS = env_int("NONCE_MAX_AGE_HOURS", 24, minimum=1)
+    API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 300, minimum=1)
     HOLD_EXPIRY_BATCH_SIZE = env_int("HOLD_EXPIRY_BATCH_SIZE", 1000, minimum=1)
     BILLING_RESERVE_TTL_SECONDS = env_int("BILLING_RESERVE_TTL_SECONDS", 300, minimum=1)
     BILLING_RESERVE_TTL_MAX_SECONDS = env_int("BILLING_RESERVE_TTL_MAX_SECONDS", 3600, minimum=1)
@@ -86,6 +89,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "finn.logging.RequestContextMiddleware",
+    "finn.ratelimit.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files under gunicorn (no separate web server).
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -177,6 +181,7 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "finn.errors.api_exception_handler",
+    "DEFAULT_THROTTLE_CLASSES": ["finn.ratelimit.DefaultThrottle"],
     "UNAUTHENTICATED_USER": None,
 }
 
@@ -242,6 +247,13 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=10),
         "options": {"expires": 10},
     },
+    # Used nonces only matter while their authorizations could be replayed;
+    # hourly at :30, clear of the :17 idempotency cleanup.
+    "nonce-cleanup": {
+        "task": "credits.tasks.nonce_cleanup_task",
+        "schedule": crontab(minute=30),
+        "options": {"expires": 30 * 60},
+    },
     # Idempotency keys are only useful for client retries within a day;
     # hourly trimming keeps the table small without racing live requests.
     "idempotency-key-cleanup": {
@@ -249,6 +261,27 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=17),
         "options": {"expires": 30 * 60},
     },
+}
+
+
+def _rate(name: str, default: str) -> tuple[int, int]:
+    raw = env_str(name, default) or default
+    try:
+        count, window = (int(part) for part in raw.split("/"))
+        if count < 1 or window < 1:
+            raise ValueError
+    except ValueError:
+        print(f"finn: refusing to start: {name} must look like 60/60 (requests/seconds), got {raw!r}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return count, window
+
+
+# Requests per window (seconds), per tier; sliding windows in Redis.
+RATE_LIMITS = {
+    "free": _rate("RATE_LIMIT_FREE", "60/60"),  # per IP, unauthenticated endpoints
+    "x402": _rate("RATE_LIMIT_X402", "30/60"),  # per paying wallet
+    "challenge": _rate("RATE_LIMIT_CHALLENGE", "120/60"),  # per IP, sign-in challenges
+    "api_key": _rate("RATE_LIMIT_API_KEY", "60/60"),  # per API key
 }
 
 # Delay before retry n (1-based) of a failed finalize attempt, in seconds.
@@ -291,8 +324,6 @@ try:
     USD_USDC_RATE = Decimal(env_str("USD_USDC_RATE", "1.0") or "1.0")
     if not USD_USDC_RATE.is_finite() or USD_USDC_RATE <= 0:
         raise ConfigurationError("USD_USDC_RATE must be a positive decimal")
-    from credits.pricing_config import PricingConfigError, default_pricing, parse_model_pricing
-
     _pricing_json = env_json("FINN_MODEL_PRICING_JSON", None)
     # µUSD per million tokens (input, output) by model.
     MODEL_PRICING = default_pricing() if _pricing_json is None else parse_model_pricing(_pricing_json)

@@ -24,12 +24,16 @@ from billing.models import Account
 from billing.selectors import ledger_check
 from billing.services import account_create, account_credit_mint, system_account_cache_clear
 from credits.services import api_key_create
+from finn.degradation import monitor
+from finn.ratelimit import local_buckets
 from finn.redis import get_redis
 
 
 @pytest.fixture(autouse=True)
 def _fresh_redis_and_caches() -> Iterator[None]:
     system_account_cache_clear()
+    monitor.reset()
+    local_buckets.clear()
     get_redis().flushdb()
     yield
     system_account_cache_clear()

@@ -1,0 +1,26 @@
+"""Celery tasks of the credits app."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+from django.utils import timezone
+
+from credits.metrics import nonce_cleanup_failures_total
+from credits.services import nonce_cleanup
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(name="credits.tasks.nonce_cleanup_task")
+def nonce_cleanup_task() -> str:
+    """Hourly cleanup; a failure is logged and counted, and the next run tries again."""
+    try:
+        result = nonce_cleanup(now=timezone.now())
+    except Exception:
+        nonce_cleanup_failures_total.inc()
+        logger.exception("nonce cleanup failed")
+        return "nonce cleanup failed"
+    logger.info("nonce cleanup", extra={"deleted": result.deleted, "seconds": round(result.seconds, 3)})
+    return f"deleted {result.deleted} used nonces in {result.seconds:.3f} s"
