@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 
 from billing.models import Account, AccountKind
 from credits.metrics import nonce_cleanup_duration_seconds, nonce_replays_total, nonces_deleted_total
@@ -68,7 +68,13 @@ def api_key_ensure(*, account: Account, secret: str, name: str, now: datetime) -
 
 
 def api_key_revoke(*, api_key: ApiKey, now: datetime) -> None:
-    ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+    """Revoke a key and drop its cached lookup once the revocation is committed."""
+    from credits.authentication import api_key_cache_forget  # authentication imports services
+
+    with transaction.atomic():
+        ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+        key_hash = api_key.key_hash
+        transaction.on_commit(lambda: api_key_cache_forget(key_hash))
 
 
 # --- nonces -------------------------------------------------------------------
