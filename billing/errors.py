@@ -65,3 +65,10 @@ class IdempotencyKeyReused(DomainError):
 
     code = "idempotency_mismatch"
     status = 422
+
+
+class DailyCapExceeded(DomainError):
+    """An agent wallet's spend today plus open holds would pass its daily cap."""
+
+    code = "daily_cap_exceeded"
+    status = 402

@@ -58,6 +58,13 @@ finalize_pending_entries = Gauge(
     "Entries waiting to be finalized upstream (pending reconciliation count).",
     multiprocess_mode="mostrecent",
 )
+daily_cap_applied_total = Counter(
+    "finn_billing_daily_cap_applied_total",
+    "Commits whose actual cost was capped to what the agent's daily cap still allowed.",
+)
+low_balance_events_total = Counter(
+    "finn_billing_low_balance_events_total", "wallet.low_balance events (once per wallet per day)."
+)
 ledger_check_failures_total = Counter(
     "finn_billing_ledger_check_failures_total",
     "Ledger checks that found an unbalanced journal or a balance row off its postings.",

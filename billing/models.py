@@ -41,6 +41,10 @@ class Account(models.Model):
     held = models.BigIntegerField(default=0)
     credit_limit = models.BigIntegerField(default=0)
     allow_overcapture = models.BooleanField(default=False)
+    # Agent wallets: what may be spent per UTC day (counting open holds), and
+    # the available balance under which the owner is told to refill.
+    daily_cap = models.BigIntegerField(null=True, blank=True)
+    refill_threshold = models.BigIntegerField(null=True, blank=True)
     # Bumped with every balance change; orders the Redis cache writes.
     version = models.BigIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -54,6 +58,13 @@ class Account(models.Model):
                 condition=Q(available__gte=-F("credit_limit")), name="billing_account_available_within_credit_limit"
             ),
             models.CheckConstraint(condition=Q(credit_limit__gte=0), name="billing_account_credit_limit_non_negative"),
+            models.CheckConstraint(
+                condition=Q(daily_cap__isnull=True) | Q(daily_cap__gte=0), name="billing_account_daily_cap_non_negative"
+            ),
+            models.CheckConstraint(
+                condition=Q(refill_threshold__isnull=True) | Q(refill_threshold__gte=0),
+                name="billing_account_refill_threshold_non_negative",
+            ),
             # System balances are derived from postings, never stored.
             models.CheckConstraint(
                 condition=~Q(kind="system") | (Q(available=0, held=0, credit_limit=0) & Q(code__isnull=False)),
@@ -88,6 +99,9 @@ class BillingEntry(models.Model):
     finalize_last_error = models.TextField(blank=True, default="")
     # Poison (FINALIZE_FAILED) older than 24 h is escalated once.
     escalated_at = models.DateTimeField(null=True, blank=True)
+    # The UTC day whose daily cap counted this hold (agent accounts with a
+    # cap); NULL when no cap applied. Commit, release and expiry settle there.
+    cap_day = models.DateField(null=True, blank=True)
     # Highest fencing token a locked writer presented; never decreases.
     fence_token = models.BigIntegerField(default=0)
     idempotency_key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001 - NULL: no key
@@ -209,3 +223,28 @@ class Posting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}:{self.bucket} {self.delta:+d} {self.denomination}"
+
+
+class DailySpend(models.Model):
+    """What an agent account spent and holds on one UTC day (the cap's truth).
+
+    Updated in the same transaction as the reserve/commit/release that
+    changes it, so the cap check is atomic with the balance check. A hold
+    counts on the day it was reserved, and so does its commit.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="daily_spend")
+    day = models.DateField()
+    spent = models.BigIntegerField(default=0)
+    held = models.BigIntegerField(default=0)
+    low_balance_notified_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["account", "day"], name="billing_dailyspend_account_day_uniq"),
+            # A release counted twice would make room under the cap.
+            models.CheckConstraint(condition=Q(spent__gte=0) & Q(held__gte=0), name="billing_dailyspend_non_negative"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.day}: spent {self.spent}, held {self.held}"

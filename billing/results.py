@@ -13,6 +13,8 @@ class Balance:
     available: int
     held: int
     version: int
+    daily_cap: int | None = None  # agent accounts only
+    refill_threshold: int | None = None
 
 
 @dataclass(frozen=True)

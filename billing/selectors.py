@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 
 from django.db import connection
 
 from billing.errors import AccountNotFound, EntryNotFound, InvalidEntryId
-from billing.models import Account, BillingEntry
+from billing.models import Account, BillingEntry, DailySpend
 from billing.results import Balance
 
 _ULID_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
@@ -42,6 +43,49 @@ def account_balance(*, account_id: int) -> Balance:
     if row is None:
         raise AccountNotFound(f"account {account_id} not found")
     return Balance(account_id=account_id, available=row[0], held=row[1], version=row[2])
+
+
+@dataclass(frozen=True)
+class AgentBudget:
+    account_id: int
+    day: date
+    daily_cap: int | None
+    spent_today: int
+    held_today: int
+    remaining: int | None
+    available: int
+    refill_threshold: int | None
+    needs_refill: bool
+
+
+def agent_budget(*, account_id: int, now: datetime, scope_account_id: int | None) -> AgentBudget:
+    """Today's (UTC) cap, spend, holds and refill state of an agent account.
+
+    Read from PostgreSQL, the cap's truth: one indexed row.
+    """
+    account = (
+        Account.objects.filter(pk=account_id, kind="agent").values("available", "daily_cap", "refill_threshold").first()
+    )
+    if account is None or (scope_account_id is not None and scope_account_id != account_id):
+        raise AccountNotFound(f"agent {account_id} not found")
+    day = now.astimezone(UTC).date()
+    spend = DailySpend.objects.filter(account_id=account_id, day=day).values("spent", "held").first() or {
+        "spent": 0,
+        "held": 0,
+    }
+    cap = account["daily_cap"]
+    threshold = account["refill_threshold"]
+    return AgentBudget(
+        account_id=account_id,
+        day=day,
+        daily_cap=cap,
+        spent_today=spend["spent"],
+        held_today=spend["held"],
+        remaining=None if cap is None else max(0, cap - spend["spent"] - spend["held"]),
+        available=account["available"],
+        refill_threshold=threshold,
+        needs_refill=threshold is not None and account["available"] < threshold,
+    )
 
 
 @dataclass

@@ -10,12 +10,15 @@ append-only postings, never a balance UPDATE).
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import redis
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
@@ -24,6 +27,7 @@ from ulid import ULID
 from billing.cache import balance_cache_schedule, balance_cache_write_many
 from billing.errors import (
     AccountNotFound,
+    DailyCapExceeded,
     EntryNotFound,
     ExceedsHold,
     FenceStale,
@@ -33,7 +37,13 @@ from billing.errors import (
     InsufficientFunds,
     InvalidTransition,
 )
-from billing.metrics import counted, fencing_stale_total, hold_expiry_released_total
+from billing.metrics import (
+    counted,
+    daily_cap_applied_total,
+    fencing_stale_total,
+    hold_expiry_released_total,
+    low_balance_events_total,
+)
 from billing.models import (
     Account,
     AccountKind,
@@ -48,6 +58,7 @@ from billing.states import EntryState, ReleaseReason, sources_of
 from finn.audit import AuditRecord, audit_append, audit_append_many
 from finn.db import violates
 from finn.errors import InvalidRequest
+from finn.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +115,8 @@ def _validate_amount(name: str, value: int, *, allow_zero: bool = False) -> None
 
 
 def _balance_from_row(account_id: int, row: tuple[Any, ...]) -> Balance:
-    return Balance(account_id=account_id, available=int(row[0]), held=int(row[1]), version=int(row[2]))
+    extra = {"daily_cap": row[3], "refill_threshold": row[4]} if len(row) > 3 else {}
+    return Balance(account_id=account_id, available=int(row[0]), held=int(row[1]), version=int(row[2]), **extra)
 
 
 def _post(
@@ -262,7 +274,7 @@ def _account_apply(
     sql = (
         "UPDATE billing_account SET available = available + %s, held = held + %s, version = version + 1 "
         f"WHERE id = %s AND kind <> 'system'{' AND ' + guard_sql if guard_sql else ''} "
-        "RETURNING available, held, version"
+        "RETURNING available, held, version, daily_cap, refill_threshold"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, [available_delta, held_delta, account_id, *guard_params])
@@ -337,6 +349,102 @@ def _finalize_exposure(account_id: int) -> int:
         return int(cursor.fetchone()[0])
 
 
+# --- daily caps (agent wallets) ---------------------------------------------------
+
+
+def utc_day(moment: datetime) -> date:
+    return moment.astimezone(UTC).date()
+
+
+def _daily_hold(*, entry_id: str, account_id: int, now: datetime, amount: int, cap: int) -> date:
+    """Count a new hold against today's cap, or refuse the reserve (402 daily_cap_exceeded).
+
+    Runs after the account row UPDATE, whose row lock serializes every
+    reserve of this account: the check below cannot race another reserve.
+    """
+    day = utc_day(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO billing_dailyspend (account_id, day, spent, held) SELECT %s, %s, 0, %s WHERE %s <= %s"
+            " ON CONFLICT (account_id, day) DO UPDATE SET held = billing_dailyspend.held + EXCLUDED.held"
+            " WHERE billing_dailyspend.spent + billing_dailyspend.held + EXCLUDED.held <= %s"
+            " RETURNING spent, held",
+            [account_id, day, amount, amount, cap, cap],
+        )
+        counted = cursor.fetchone()
+        if counted is None:
+            cursor.execute(
+                "SELECT spent, held FROM billing_dailyspend WHERE account_id = %s AND day = %s", [account_id, day]
+            )
+            spent, held = cursor.fetchone() or (0, 0)
+            raise DailyCapExceeded(
+                "this reserve would exceed the agent's daily spending cap",
+                daily_cap=cap,
+                spent_today=int(spent),
+                held_today=int(held),
+                remaining=max(0, cap - int(spent) - int(held)),
+            )
+        cursor.execute("UPDATE billing_billingentry SET cap_day = %s WHERE id = %s", [day, entry_id])
+    return day
+
+
+def _daily_settle(*, account_id: int, day: date, release_hold: int, spend: int) -> tuple[int, int]:
+    """Move a capped hold out of ``held`` (and ``spend`` into ``spent``) for its day."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE billing_dailyspend SET held = held - %s, spent = spent + %s WHERE account_id = %s AND day = %s"
+            " RETURNING spent, held",
+            [release_hold, spend, account_id, day],
+        )
+        row = cursor.fetchone()
+    if row is None:  # the hold was counted on this day, so the row exists
+        raise RuntimeError(f"daily spend row missing for account {account_id} on {day}")
+    return int(row[0]), int(row[1])
+
+
+def _daily_remaining_for(*, account_id: int, day: date, cap: int, estimate: int) -> int:
+    """What this entry may charge in total: its hold plus what is still free today."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT spent, held FROM billing_dailyspend WHERE account_id = %s AND day = %s FOR UPDATE",
+            [account_id, day],
+        )
+        spent, held = cursor.fetchone() or (0, 0)
+    return max(estimate, cap - int(spent) - (int(held) - estimate))
+
+
+def _low_balance_check(*, balance: Balance, day: date, now: datetime) -> None:
+    """Emit ``wallet.low_balance`` once per wallet per day when available drops under the threshold."""
+    if balance.refill_threshold is None or balance.available >= balance.refill_threshold:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO billing_dailyspend (account_id, day, spent, held, low_balance_notified_at)"
+            " VALUES (%s, %s, 0, 0, %s) ON CONFLICT (account_id, day) DO UPDATE"
+            " SET low_balance_notified_at = EXCLUDED.low_balance_notified_at"
+            " WHERE billing_dailyspend.low_balance_notified_at IS NULL RETURNING account_id",
+            [balance.account_id, day, now],
+        )
+        first_today = cursor.fetchone() is not None
+    if first_today:
+        event = {
+            "event": "wallet.low_balance",
+            "account_id": balance.account_id,
+            "available": balance.available,
+            "refill_threshold": balance.refill_threshold,
+            "day": day.isoformat(),
+        }
+        transaction.on_commit(lambda: _publish_event(event))
+
+
+def _publish_event(event: dict[str, Any]) -> None:
+    low_balance_events_total.inc()
+    logger.warning("wallet.low_balance", extra=event)
+    # The log line and the metric are the record; the publish is a convenience.
+    with contextlib.suppress(redis.RedisError, OSError):
+        get_redis().publish("billing:events", json.dumps(event))
+
+
 # --- accounts -----------------------------------------------------------------
 
 
@@ -347,12 +455,23 @@ def account_create(
     name: str = "",
     credit_limit: int = 0,
     allow_overcapture: bool = False,
+    daily_cap: int | None = None,
+    refill_threshold: int | None = None,
 ) -> Account:
     if kind not in (AccountKind.USER, AccountKind.AGENT):
         raise InvalidRequest("kind must be 'user' or 'agent'", reason="invalid_kind")
     _validate_amount("credit_limit", credit_limit, allow_zero=True)
+    for name_, value in (("daily_cap", daily_cap), ("refill_threshold", refill_threshold)):
+        if value is not None:
+            _validate_amount(name_, value, allow_zero=True)
     return Account.objects.create(
-        kind=kind, owner=owner, name=name, credit_limit=credit_limit, allow_overcapture=allow_overcapture
+        kind=kind,
+        owner=owner,
+        name=name,
+        credit_limit=credit_limit,
+        allow_overcapture=allow_overcapture,
+        daily_cap=daily_cap,
+        refill_threshold=refill_threshold,
     )
 
 
@@ -486,6 +605,10 @@ def _entry_reserve_txn(
             held=current.held,
             required=estimated_cost,
         )
+    if balance.daily_cap is not None:
+        entry.cap_day = _daily_hold(
+            entry_id=entry.id, account_id=account_id, now=now, amount=estimated_cost, cap=balance.daily_cap
+        )
     _post(
         event_type="billing_reserve",
         billing_entry_id=entry.id,
@@ -552,8 +675,15 @@ def entry_reserve(
     return EntryResult(entry=first, balance=_account_balance(account_id), replayed=True)
 
 
+class _CapOvershoot(Exception):
+    """The requested actual cost exceeds what the daily cap allows: retry capped."""
+
+    def __init__(self, allowed: int) -> None:
+        super().__init__(allowed)
+        self.allowed = allowed
+
+
 @counted("commit")
-@transaction.atomic(durable=True)
 def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: int | None = None) -> EntryResult:
     """Charge the actual cost of a held entry; the rest of the hold goes back.
 
@@ -561,10 +691,31 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
     staff and internal callers. Actual above the estimate is refused
     (``exceeds_hold``) unless the account allows overcapture, in which case
     the extra is debited from available under the same credit-limit check.
-    When an upstream finalize target is configured, the entry continues to
-    FINALIZE_PENDING in this same transaction.
+    For an agent wallet with a daily cap, an overcapture beyond what the cap
+    still allows is charged only up to the cap, and the capping is audited
+    (``billing_daily_cap_applied``) and counted. When an upstream finalize
+    target is configured, the entry continues to FINALIZE_PENDING in the same
+    transaction.
     """
     _validate_amount("actual_cost", actual_cost, allow_zero=True)
+    try:
+        return _entry_commit_txn(entry_id=entry_id, actual_cost=actual_cost, now=now, account_id=account_id)
+    except _CapOvershoot as overshoot:
+        result = _entry_commit_txn(
+            entry_id=entry_id,
+            actual_cost=overshoot.allowed,
+            now=now,
+            account_id=account_id,
+            requested_actual=actual_cost,
+        )
+        daily_cap_applied_total.inc()
+        return result
+
+
+@transaction.atomic(durable=True)
+def _entry_commit_txn(
+    *, entry_id: str, actual_cost: int, now: datetime, account_id: int | None, requested_actual: int | None = None
+) -> EntryResult:
     entry = _entry_cas(
         entry_id=entry_id,
         account_id=account_id,
@@ -592,6 +743,14 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
                 actual_cost=actual_cost,
             )
         raise InsufficientFunds("insufficient funds for the cost above the hold", required=actual_cost - estimate)
+    if entry.cap_day is not None and balance.daily_cap is not None:
+        if actual_cost > estimate:
+            allowed = _daily_remaining_for(
+                account_id=entry.account_id, day=entry.cap_day, cap=balance.daily_cap, estimate=estimate
+            )
+            if actual_cost > allowed:
+                raise _CapOvershoot(allowed)  # rolls this transaction back; the caller retries capped
+        _daily_settle(account_id=entry.account_id, day=entry.cap_day, release_hold=estimate, spend=actual_cost)
     _post(
         event_type="billing_commit",
         billing_entry_id=entry.id,
@@ -604,6 +763,17 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
         now=now,
     )
     _audit_transition(event_type="billing_commit", entry=entry, from_state=EntryState.RESERVE_HELD, now=now)
+    if requested_actual is not None:
+        _audit_transition(
+            event_type="billing_daily_cap_applied",
+            entry=entry,
+            from_state=EntryState.RESERVE_HELD,
+            now=now,
+            reason="actual cost capped to the agent's daily cap",
+            extra={"requested_actual_cost": str(requested_actual), "charged_actual_cost": str(actual_cost)},
+        )
+    if balance.daily_cap is not None or balance.refill_threshold is not None:
+        _low_balance_check(balance=balance, day=utc_day(now), now=now)
     if settings.FINALIZE_URL:
         entry = _entry_mark_finalize_pending(entry_id=entry.id, now=now)
     return EntryResult(entry=entry, balance=balance)
@@ -666,6 +836,8 @@ def entry_release(*, entry_id: str, reason: str, now: datetime, account_id: int 
     estimate = entry.estimated_cost
     balance = _account_apply(account_id=entry.account_id, available_delta=estimate, held_delta=-estimate)
     assert balance is not None  # no guard: the row exists (FK) and is not a system account
+    if entry.cap_day is not None:
+        _daily_settle(account_id=entry.account_id, day=entry.cap_day, release_hold=estimate, spend=0)
     _post(
         event_type="billing_release",
         billing_entry_id=entry.id,
@@ -705,6 +877,8 @@ def entry_void(*, entry_id: str, reason: str, actor: str, now: datetime, account
     actual = entry.actual_cost or 0
     balance = _account_apply(account_id=entry.account_id, available_delta=actual, held_delta=0)
     assert balance is not None
+    if entry.cap_day is not None and actual:
+        _daily_settle(account_id=entry.account_id, day=entry.cap_day, release_hold=0, spend=-actual)
     if actual:
         _post(
             event_type="billing_void",
@@ -862,12 +1036,26 @@ def holds_expire_batch(*, now: datetime, batch_size: int) -> int:
             "UPDATE billing_billingentry e SET state = 'RELEASED', release_reason = 'reserve_expired',"
             " updated_at = %s FROM (SELECT id FROM billing_billingentry WHERE state = 'RESERVE_HELD'"
             " AND expires_at <= %s ORDER BY expires_at LIMIT %s FOR UPDATE SKIP LOCKED) x"
-            " WHERE e.id = x.id RETURNING e.id, e.account_id, e.estimated_cost, e.correlation_id, e.expires_at",
+            " WHERE e.id = x.id RETURNING e.id, e.account_id, e.estimated_cost, e.correlation_id, e.expires_at,"
+            " e.cap_day",
             [now, now, batch_size],
         )
-        rows = cursor.fetchall()
-        if not rows:
+        fetched = cursor.fetchall()
+        if not fetched:
             return 0
+        capped: dict[tuple[int, date], int] = {}
+        for _, account_id, amount, _, _, cap_day in fetched:
+            if cap_day is not None:
+                capped[(account_id, cap_day)] = capped.get((account_id, cap_day), 0) + amount
+        if capped:
+            keys = sorted(capped)
+            cursor.execute(
+                "UPDATE billing_dailyspend d SET held = d.held - v.amount"
+                " FROM unnest(%s::bigint[], %s::date[], %s::bigint[]) AS v(account_id, day, amount)"
+                " WHERE d.account_id = v.account_id AND d.day = v.day",
+                [[k[0] for k in keys], [k[1] for k in keys], [capped[k] for k in keys]],
+            )
+        rows = [row[:5] for row in fetched]
         totals: dict[int, int] = {}
         for _, account_id, amount, _, _ in rows:
             totals[account_id] = totals.get(account_id, 0) + amount

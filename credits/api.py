@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -9,9 +12,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.selectors import agent_budget
 from credits.pricing import estimate_reserve_cost, model_prices
 from credits.pricing_config import PER_MILLION
 from credits.units import Rounding, micro_usd_to_cu
+from finn.auth import Principal
 from finn.fields import ErrorSerializer, StrictIntegerField
 
 MAX_TOKENS = 10_000_000
@@ -86,3 +91,31 @@ class EstimateApi(APIView):
                 "estimated_cost_cu": micro_usd_to_cu(cost, rounding=Rounding.CEIL),
             }
         )
+
+
+class AgentBudgetApi(APIView):
+    class BudgetOutput(serializers.Serializer):
+        account_id = serializers.IntegerField()
+        day = serializers.DateField()
+        daily_cap = serializers.IntegerField(allow_null=True)
+        spent_today = serializers.IntegerField()
+        held_today = serializers.IntegerField()
+        remaining = serializers.IntegerField(allow_null=True)
+        available = serializers.IntegerField()
+        refill_threshold = serializers.IntegerField(allow_null=True)
+        needs_refill = serializers.BooleanField()
+
+    @extend_schema(
+        operation_id="agent_budget",
+        summary="An agent wallet's daily cap, spend and holds today (UTC)",
+        responses={200: BudgetOutput, 404: OpenApiResponse(ErrorSerializer, description="agent_not_found")},
+    )
+    def get(self, request: Request, account_id: int) -> Response:
+        principal = request.user
+        assert isinstance(principal, Principal)
+        budget = agent_budget(
+            account_id=account_id,
+            now=timezone.now(),
+            scope_account_id=None if principal.is_staff else principal.account_id,
+        )
+        return Response(self.BudgetOutput(asdict(budget)).data)

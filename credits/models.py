@@ -57,3 +57,33 @@ class UsedNonce(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind}:{self.key[:12]}"
+
+
+class AgentWallet(models.Model):
+    """An agent's account bound to an NFT (token id) and its owner's address."""
+
+    account = models.OneToOneField(Account, on_delete=models.PROTECT, related_name="agent_wallet")
+    token_id = models.CharField(max_length=78)  # a uint256 in decimal
+    owner_address = models.CharField(max_length=42)
+    identity_anchor = models.CharField(max_length=66, null=True, blank=True)  # noqa: DJ001 - NULL: no anchor
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # One identity can back only one wallet (a second binding is an impersonation).
+            models.UniqueConstraint(
+                fields=["identity_anchor"],
+                condition=Q(identity_anchor__isnull=False),
+                name="credits_agentwallet_identity_anchor_uniq",
+            ),
+            models.CheckConstraint(
+                condition=Q(owner_address__regex=r"^0x[0-9a-f]{40}$"), name="credits_agentwallet_owner_lowercase_hex"
+            ),
+            models.CheckConstraint(
+                condition=Q(token_id__regex=r"^[0-9]{1,78}$"),  # noqa: S106 - a regex, not a password
+                name="credits_agentwallet_token_id_decimal",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"agent {self.token_id} ({self.owner_address})"

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from billing.models import Account, AccountKind
+from billing.services import account_create
 from credits.metrics import nonce_cleanup_duration_seconds, nonce_replays_total, nonces_deleted_total
-from credits.models import ApiKey
+from credits.models import AgentWallet, ApiKey
+from finn.db import violates
 from finn.errors import InvalidRequest
 
 KEY_PREFIX = "finn_"
@@ -128,3 +131,49 @@ def nonce_cleanup(
     nonces_deleted_total.inc(deleted)
     nonce_cleanup_duration_seconds.set(seconds)
     return CleanupResult(deleted=deleted, seconds=seconds)
+
+
+# --- agent wallets --------------------------------------------------------------
+
+_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
+_ANCHOR = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
+
+
+def agent_wallet_create(
+    *,
+    owner_address: str,
+    token_id: str,
+    daily_cap: int | None,
+    refill_threshold: int | None = None,
+    identity_anchor: str | None = None,
+    now: datetime,
+) -> AgentWallet:
+    """An agent account bound to an NFT and its owner, with its daily cap."""
+    if not isinstance(owner_address, str) or not _ADDRESS.match(owner_address):
+        raise InvalidRequest("owner_address must be a 0x-prefixed 20-byte hex address", reason="invalid_address")
+    if not isinstance(token_id, str) or not token_id.isdigit() or len(token_id) > 78:
+        raise InvalidRequest("token_id must be a decimal uint256", reason="invalid_token_id")
+    if identity_anchor is not None and not _ANCHOR.match(identity_anchor):
+        raise InvalidRequest("identity_anchor must be 0x-prefixed hex (at most 32 bytes)", reason="invalid_anchor")
+    with transaction.atomic(durable=True):
+        account = account_create(
+            kind=AccountKind.AGENT,
+            name=f"agent {token_id}",
+            daily_cap=daily_cap,
+            refill_threshold=refill_threshold,
+        )
+        try:
+            with transaction.atomic():
+                return AgentWallet.objects.create(
+                    account=account,
+                    token_id=token_id,
+                    owner_address=owner_address.lower(),
+                    identity_anchor=identity_anchor.lower() if identity_anchor else None,
+                    created_at=now,
+                )
+        except IntegrityError as exc:
+            if violates(exc, "credits_agentwallet_identity_anchor_uniq"):
+                raise InvalidRequest(
+                    "this identity anchor already backs another wallet", reason="identity_anchor_taken"
+                ) from None
+            raise

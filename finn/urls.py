@@ -24,6 +24,7 @@ api_v1 = [
     path("billing/finalize/health", billing_api.FinalizeHealthApi.as_view(), name="billing-finalize-health"),
     path("models", credits_api.ModelListApi.as_view(), name="models"),
     path("pricing/estimate", credits_api.EstimateApi.as_view(), name="pricing-estimate"),
+    path("agents/<int:account_id>/budget", credits_api.AgentBudgetApi.as_view(), name="agent-budget"),
     path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
     path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),
 ]
