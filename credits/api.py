@@ -15,9 +15,19 @@ from rest_framework.views import APIView
 from billing.selectors import agent_budget
 from credits.pricing import estimate_reserve_cost, model_prices
 from credits.pricing_config import PER_MILLION
+from credits.signin import (
+    MAX_MESSAGE_CHARS,
+    NONCE_TTL_SECONDS,
+    Session,
+    session_logout,
+    session_refresh,
+    signin_nonce_issue,
+    signin_verify,
+)
 from credits.units import Rounding, micro_usd_to_cu
 from finn.auth import Principal
 from finn.fields import ErrorSerializer, StrictIntegerField
+from finn.ratelimit import ChallengeThrottle
 
 MAX_TOKENS = 10_000_000
 
@@ -119,3 +129,104 @@ class AgentBudgetApi(APIView):
             scope_account_id=None if principal.is_staff else principal.account_id,
         )
         return Response(self.BudgetOutput(asdict(budget)).data)
+
+
+class _AuthView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = [ChallengeThrottle]
+
+
+class SessionOutput(serializers.Serializer):
+    access_token = serializers.CharField()
+    refresh_token = serializers.CharField()
+    token_type = serializers.CharField()
+    expires_in = serializers.IntegerField()
+    account_id = serializers.IntegerField()
+    address = serializers.CharField()
+
+
+def _session_response(session: Session) -> Response:
+    return Response(
+        {
+            "access_token": session.access_token,
+            "refresh_token": session.refresh_token,
+            "token_type": "Bearer",
+            "expires_in": session.expires_in,
+            "account_id": session.account_id,
+            "address": session.address,
+        }
+    )
+
+
+_AUTH_ERRORS = {
+    400: OpenApiResponse(ErrorSerializer, description="malformed request"),
+    401: OpenApiResponse(ErrorSerializer, description="authentication failed (one generic answer)"),
+}
+
+
+class AuthNonceApi(_AuthView):
+    class NonceOutput(serializers.Serializer):
+        nonce = serializers.CharField()
+        expires_in = serializers.IntegerField()
+
+    @extend_schema(
+        operation_id="auth_nonce",
+        summary="A single-use sign-in nonce (300 s)",
+        responses={200: NonceOutput, **_AUTH_ERRORS},
+    )
+    def get(self, request: Request) -> Response:
+        return Response({"nonce": signin_nonce_issue(), "expires_in": NONCE_TTL_SECONDS})
+
+
+class AuthVerifyApi(_AuthView):
+    class VerifyInput(serializers.Serializer):
+        message = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
+        signature = serializers.CharField(max_length=4096)
+
+    @extend_schema(
+        operation_id="auth_verify",
+        summary="Sign in with an EIP-4361 message and its signature",
+        request=VerifyInput,
+        responses={200: SessionOutput, **_AUTH_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = self.VerifyInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        return _session_response(
+            signin_verify(message=data["message"], signature=data["signature"], now=timezone.now())
+        )
+
+
+class RefreshInput(serializers.Serializer):
+    refresh_token = serializers.CharField(max_length=200)
+
+
+class AuthRefreshApi(_AuthView):
+    @extend_schema(
+        operation_id="auth_refresh",
+        summary="Rotate a refresh token for a new session",
+        request=RefreshInput,
+        responses={200: SessionOutput, **_AUTH_ERRORS},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RefreshInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        return _session_response(
+            session_refresh(refresh_token=serializer.validated_data["refresh_token"], now=timezone.now())
+        )
+
+
+class AuthLogoutApi(_AuthView):
+    @extend_schema(
+        operation_id="auth_logout",
+        summary="End a session (revoke its refresh token)",
+        request=RefreshInput,
+        responses={204: None},
+    )
+    def post(self, request: Request) -> Response:
+        serializer = RefreshInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        session_logout(refresh_token=serializer.validated_data["refresh_token"], now=timezone.now())
+        return Response(status=204)

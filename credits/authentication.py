@@ -17,7 +17,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
 from credits.models import ApiKey
-from credits.services import api_key_hash
+from credits.services import KEY_PREFIX, api_key_hash
 from finn.auth import Principal
 from finn.degradation import redis_guard
 from finn.redis import get_redis
@@ -83,6 +83,8 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != self.keyword.lower():
             raise exceptions.AuthenticationFailed("Authorization header must be 'Bearer <api key>'")
+        if _looks_like_jwt(parts[1]):
+            return None  # a sign-in session: JwtAuthentication's turn
         found = api_key_lookup(api_key_hash(parts[1]))
         if found is None:
             raise exceptions.AuthenticationFailed("invalid or revoked API key")
@@ -90,6 +92,31 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             account_id=found.account_id, api_key_id=found.api_key_id, is_staff=found.is_staff, actor=found.actor
         )
         return principal, found
+
+    def authenticate_header(self, request: Request) -> str:
+        return 'Bearer realm="finn"'
+
+
+def _looks_like_jwt(token: str) -> bool:
+    return token.count(".") == 2 and not token.startswith(KEY_PREFIX)
+
+
+class JwtAuthentication(authentication.BaseAuthentication):
+    """``Authorization: Bearer <access token>`` from Sign-In with Ethereum (900 s)."""
+
+    def authenticate(self, request: Request) -> tuple[Principal, dict[str, Any]] | None:
+        header = request.headers.get("Authorization") or ""
+        parts = header.split()
+        if len(parts) != 2 or parts[0].lower() != "bearer" or not _looks_like_jwt(parts[1]):
+            return None
+        from credits.signin import jwt_decode
+
+        try:
+            claims = jwt_decode(parts[1])
+        except Exception:
+            raise exceptions.AuthenticationFailed("invalid or expired session token") from None
+        principal = Principal(account_id=int(claims["sub"]), api_key_id=0, actor=str(claims.get("wallet", "")))
+        return principal, claims
 
     def authenticate_header(self, request: Request) -> str:
         return 'Bearer realm="finn"'
@@ -105,7 +132,14 @@ def _schema_extension() -> Any:
         def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
             return {"type": "http", "scheme": "bearer", "description": "finn API key"}
 
-    return ApiKeyAuthenticationScheme
+    class JwtAuthenticationScheme(OpenApiAuthenticationExtension):
+        target_class = "credits.authentication.JwtAuthentication"
+        name = "SessionToken"
+
+        def get_security_definition(self, auto_schema: Any) -> dict[str, str]:
+            return {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "SIWE session"}
+
+    return ApiKeyAuthenticationScheme, JwtAuthenticationScheme
 
 
-ApiKeyAuthenticationScheme = _schema_extension()
+ApiKeyAuthenticationScheme, JwtAuthenticationScheme = _schema_extension()

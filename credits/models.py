@@ -87,3 +87,42 @@ class AgentWallet(models.Model):
 
     def __str__(self) -> str:
         return f"agent {self.token_id} ({self.owner_address})"
+
+
+class WalletIdentity(models.Model):
+    """A wallet that signed in with Ethereum, and the account it uses."""
+
+    address = models.CharField(max_length=42, unique=True)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="wallets")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(address__regex=r"^0x[0-9a-f]{40}$"), name="credits_walletidentity_address_hex"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.address
+
+
+class RefreshToken(models.Model):
+    """A sign-in session's refresh token, stored as its SHA-256; rotated on use."""
+
+    token_hash = models.CharField(max_length=64, unique=True)
+    wallet = models.ForeignKey(WalletIdentity, on_delete=models.PROTECT, related_name="refresh_tokens")
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(token_hash__regex=r"^[0-9a-f]{64}$"),  # noqa: S106 - a regex, not a password
+                name="credits_refreshtoken_hash_sha256",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"refresh {self.token_hash[:8]}… ({self.wallet_id})"

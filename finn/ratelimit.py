@@ -136,13 +136,15 @@ class DefaultThrottle(TierThrottle):
     """API-key tier for authenticated callers, the free per-IP tier for everyone else."""
 
     def allow_request(self, request: Request, view: APIView) -> bool:
-        api_key_id = getattr(request.user, "api_key_id", None)
-        self.tier = "api_key" if api_key_id else "free"
+        self.tier = "api_key" if getattr(request.user, "account_id", None) else "free"
         return super().allow_request(request, view)
 
     def identity(self, request: Request) -> str:
         api_key_id = getattr(request.user, "api_key_id", None)
-        return f"key:{api_key_id}" if api_key_id else client_ip(request._request)
+        if api_key_id:
+            return f"key:{api_key_id}"
+        account_id = getattr(request.user, "account_id", None)  # a sign-in session
+        return f"account:{account_id}" if account_id else client_ip(request._request)
 
 
 class ChallengeThrottle(TierThrottle):

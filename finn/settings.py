@@ -57,6 +57,13 @@ try:
     FINALIZE_BREAKER_COOLDOWN_SECONDS = env_int("FINALIZE_BREAKER_COOLDOWN_SECONDS", 30, minimum=0)
     RECONCILIATION_INTERVAL_SECONDS = env_int("RECONCILIATION_INTERVAL_SECONDS", 60, minimum=1)
     RECONCILIATION_DRIFT_ALERT_MICRO_USD = env_int("RECONCILIATION_DRIFT_ALERT_MICRO_USD", 1000, minimum=0)
+    SIWE_DOMAIN = env_str("SIWE_DOMAIN", "localhost:8000") or "localhost:8000"
+    SIWE_URI_PREFIX = env_str("SIWE_URI_PREFIX", "http://localhost:8000") or ""
+    SIWE_CHAIN_IDS = [int(c) for c in env_list("SIWE_CHAIN_IDS", ["8453", "84532"])]
+    ETH_RPC_URL = env_str("ETH_RPC_URL", "") or ""
+    JWT_SECRET = env_str("JWT_SECRET", None)
+    JWT_TTL_SECONDS = env_int("JWT_TTL_SECONDS", 900, minimum=60)
+    REFRESH_TOKEN_TTL_DAYS = env_int("REFRESH_TOKEN_TTL_DAYS", 30, minimum=1)
     NONCE_MAX_AGE_HOURS = env_int("NONCE_MAX_AGE_HOURS", 24, minimum=1)
     API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 300, minimum=1)
     HOLD_EXPIRY_BATCH_SIZE = env_int("HOLD_EXPIRY_BATCH_SIZE", 1000, minimum=1)
@@ -175,7 +182,10 @@ SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
 
 REST_FRAMEWORK = {
-    "DEFAULT_AUTHENTICATION_CLASSES": ["credits.authentication.ApiKeyAuthentication"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "credits.authentication.ApiKeyAuthentication",
+        "credits.authentication.JwtAuthentication",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

@@ -91,3 +91,44 @@ def fake_upstream(**behaviour: Any) -> Iterator[Upstream]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@contextmanager
+def fake_json_rpc(answers: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A JSON-RPC node on loopback: ``answers[method]`` is the result (or a callable of params)."""
+    state: dict[str, Any] = {"calls": [], "url": ""}
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = json.loads(self.rfile.read(length) or b"{}")
+            batch = request if isinstance(request, list) else [request]
+            replies = []
+            for call in batch:
+                state["calls"].append(call)
+                answer = answers.get(call.get("method"))
+                if callable(answer):
+                    answer = answer(call.get("params"))
+                if answer is None:
+                    replies.append({"jsonrpc": "2.0", "id": call.get("id"), "error": {"code": -32601, "message": "no"}})
+                else:
+                    replies.append({"jsonrpc": "2.0", "id": call.get("id"), "result": answer})
+            body = json.dumps(replies if isinstance(request, list) else replies[0]).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
