@@ -72,3 +72,10 @@ class DailyCapExceeded(DomainError):
 
     code = "daily_cap_exceeded"
     status = 402
+
+
+class AccountFrozen(DomainError):
+    """New reserves are frozen (a reverted on-chain payment under review)."""
+
+    code = "account_frozen"
+    status = 403

@@ -43,6 +43,8 @@ class Account(models.Model):
     allow_overcapture = models.BooleanField(default=False)
     # Agent wallets: what may be spent per UTC day (counting open holds), and
     # the available balance under which the owner is told to refill.
+    # Set when a payment that credited this account was reverted on chain.
+    reserves_frozen = models.BooleanField(default=False)
     daily_cap = models.BigIntegerField(null=True, blank=True)
     refill_threshold = models.BigIntegerField(null=True, blank=True)
     # Bumped with every balance change; orders the Redis cache writes.

@@ -14,8 +14,9 @@ import contextlib
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any
 
 import redis
@@ -26,6 +27,7 @@ from ulid import ULID
 
 from billing.cache import balance_cache_schedule, balance_cache_write_many
 from billing.errors import (
+    AccountFrozen,
     AccountNotFound,
     DailyCapExceeded,
     EntryNotFound,
@@ -52,6 +54,7 @@ from billing.models import (
     Denomination,
     JournalEntry,
     Posting,
+    RoundingDirection,
 )
 from billing.results import Balance, EntryResult, MintResult
 from billing.states import EntryState, ReleaseReason, sources_of
@@ -68,7 +71,8 @@ RATE_QUANTUM = Decimal("0.00000001")  # matches BillingEntry.usd_usdc_rate decim
 SYSTEM_REVENUE = "system:revenue"
 TREASURY_USDC_RECEIVED = "treasury:usdc_received"
 SYSTEM_CREDIT_NOTES = "system:credit_notes"
-SYSTEM_ACCOUNT_CODES = (SYSTEM_REVENUE, TREASURY_USDC_RECEIVED, SYSTEM_CREDIT_NOTES)
+SYSTEM_FX_CLEARING = "system:fx_clearing"
+SYSTEM_ACCOUNT_CODES = (SYSTEM_REVENUE, TREASURY_USDC_RECEIVED, SYSTEM_CREDIT_NOTES, SYSTEM_FX_CLEARING)
 
 
 # --- system accounts ----------------------------------------------------------
@@ -123,7 +127,7 @@ def _post(
     *,
     event_type: str,
     correlation_id: str,
-    legs: list[tuple[int, str, int]],
+    legs: Sequence[tuple[Any, ...]],
     now: datetime,
     billing_entry_id: str | None = None,
     denomination: str = Denomination.MICRO_USD,
@@ -131,25 +135,32 @@ def _post(
     exchange_rate: Decimal | None = None,
     rounding_direction: str = "",
 ) -> int:
-    """Write one journal entry with its non-zero legs (account, bucket, delta); return its id.
+    """Write one journal entry with its non-zero legs; return its id.
 
-    One statement (the journal row and its postings in a CTE): this runs on
-    every reserve and commit. The database checks the zero sum at commit
-    (deferred constraint trigger); the assertion here only catches a wrong
-    posting rule early, with a clear message.
+    A leg is (account, bucket, delta) in ``denomination``, or (account, bucket,
+    delta, denomination) for journals that cross denominations through a
+    clearing account. One statement (the journal row and its postings in a
+    CTE): this runs on every reserve and commit. The database checks the zero
+    sum per denomination at commit (deferred constraint trigger); the
+    assertion here only catches a wrong posting rule early, with a clear
+    message.
     """
-    legs = [leg for leg in legs if leg[2] != 0]
-    assert legs, f"empty posting rule for {event_type}"
-    assert sum(delta for _, _, delta in legs) == 0, f"unbalanced posting rule for {event_type}: {legs}"
-    values = ", ".join(["(%s::bigint, %s::varchar, %s::bigint)"] * len(legs))
+    full = [(int(leg[0]), str(leg[1]), int(leg[2]), str(leg[3]) if len(leg) > 3 else denomination) for leg in legs]
+    full = [leg for leg in full if leg[2] != 0]
+    assert full, f"empty posting rule for {event_type}"
+    totals: dict[str, int] = {}
+    for _, _, delta, denom in full:
+        totals[denom] = totals.get(denom, 0) + delta
+    assert not any(totals.values()), f"unbalanced posting rule for {event_type}: {full}"
+    values = ", ".join(["(%s::bigint, %s::varchar, %s::bigint, %s::varchar)"] * len(full))
     sql = (
         "WITH journal AS ("
         " INSERT INTO billing_journalentry (billing_entry_id, event_type, correlation_id,"
         " exchange_rate, rounding_direction, idempotency_key, created_at)"
         " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING id)"
         " INSERT INTO billing_posting (journal_entry_id, account_id, bucket, delta, denomination)"
-        f" SELECT journal.id, leg.account_id, leg.bucket, leg.delta, %s FROM journal, (VALUES {values})"
-        " AS leg (account_id, bucket, delta)"
+        f" SELECT journal.id, leg.account_id, leg.bucket, leg.delta, leg.denomination FROM journal, (VALUES {values})"
+        " AS leg (account_id, bucket, delta, denomination)"
         " RETURNING journal_entry_id"
     )
     params: list[Any] = [
@@ -160,9 +171,8 @@ def _post(
         rounding_direction,
         idempotency_key,
         now,
-        denomination,
     ]
-    for leg in legs:
+    for leg in full:
         params.extend(leg)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
@@ -587,11 +597,13 @@ def _entry_reserve_txn(
         account_id=account_id,
         available_delta=-estimated_cost,
         held_delta=estimated_cost,
-        guard_sql=f"available + credit_limit >= %s AND ({_EXPOSURE_SQL}) <= %s",
+        guard_sql=f"NOT reserves_frozen AND available + credit_limit >= %s AND ({_EXPOSURE_SQL}) <= %s",
         guard_params=(estimated_cost, account_id, exposure_limit),
     )
     if balance is None:
         current = _account_balance(account_id)  # raises AccountNotFound
+        if Account.objects.filter(pk=account_id, reserves_frozen=True).exists():
+            raise AccountFrozen("new reserves on this account are frozen; contact support")
         exposure = _finalize_exposure(account_id)
         if exposure > exposure_limit:
             raise FinalizeBacklog(
@@ -1119,3 +1131,89 @@ def holds_expire(*, now: datetime, batch_size: int | None = None, max_batches: i
     )
     hold_expiry_released_total.inc(released or 0)
     return released or 0
+
+
+# --- minting from received USDC ------------------------------------------------------
+
+
+def credit_mint_from_usdc(
+    *,
+    account_id: int,
+    amount_micro_usdc: int,
+    usd_per_usdc: Decimal,
+    idempotency_key: str,
+    correlation_id: str,
+    now: datetime,
+    actor: str = "",
+    reason: str = "",
+    details: dict[str, Any] | None = None,
+) -> MintResult:
+    """Credit an account for USDC received; the caller holds the (durable) transaction.
+
+    The journal never mixes denominations: treasury -µUSDC / FX clearing
+    +µUSDC, FX clearing -µUSD / account +µUSD, so each denomination sums to
+    zero. µUSD is rounded down (never credit more than was paid).
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("credit_mint_from_usdc must run inside the caller's transaction")
+    _validate_amount("amount_micro_usdc", amount_micro_usdc)
+    credited = int((Decimal(amount_micro_usdc) * usd_per_usdc).to_integral_value(rounding=ROUND_FLOOR))
+    _validate_amount("credited", credited)
+    clearing = system_account_id(SYSTEM_FX_CLEARING)
+    journal_id = _post(
+        event_type="credit_mint",
+        correlation_id=correlation_id,
+        legs=[
+            (system_account_id(TREASURY_USDC_RECEIVED), Bucket.AVAILABLE, -amount_micro_usdc, Denomination.MICRO_USDC),
+            (clearing, Bucket.AVAILABLE, amount_micro_usdc, Denomination.MICRO_USDC),
+            (clearing, Bucket.AVAILABLE, -credited, Denomination.MICRO_USD),
+            (account_id, Bucket.AVAILABLE, credited, Denomination.MICRO_USD),
+        ],
+        idempotency_key=idempotency_key,
+        exchange_rate=usd_per_usdc,
+        rounding_direction=RoundingDirection.FLOOR,
+        now=now,
+    )
+    balance = _account_apply(
+        account_id=account_id,
+        available_delta=credited,
+        held_delta=0,
+        guard_sql="available <= %s",
+        guard_params=(MAX_AMOUNT - credited,),
+    )
+    if balance is None:
+        raise AccountNotFound(f"account {account_id} not found")
+    audit_append(
+        event_type="credit_mint",
+        payload={
+            "account_id": str(account_id),
+            "amount": str(credited),
+            "amount_micro_usdc": str(amount_micro_usdc),
+            "usd_per_usdc": str(usd_per_usdc),
+            "journal_entry_id": str(journal_id),
+            **(details or {}),
+        },
+        correlation_id=correlation_id,
+        now=now,
+        account_id=account_id,
+        actor=actor,
+        reason=reason,
+    )
+    return MintResult(journal_entry_id=journal_id, balance=balance)
+
+
+@transaction.atomic(durable=True)
+def account_reserves_freeze(*, account_id: int, reason: str, actor: str, now: datetime) -> bool:
+    """Stop new reserves on an account (a reverted payment, say); audited."""
+    changed = Account.objects.filter(pk=account_id, reserves_frozen=False).update(reserves_frozen=True)
+    if changed:
+        audit_append(
+            event_type="account_reserves_frozen",
+            payload={"account_id": str(account_id), "reason": reason},
+            correlation_id=f"freeze:{account_id}",
+            now=now,
+            account_id=account_id,
+            actor=actor,
+            reason=reason,
+        )
+    return bool(changed)

@@ -13,8 +13,10 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.selectors import agent_budget
+from credits.models import WalletIdentity
 from credits.pricing import estimate_reserve_cost, model_prices
 from credits.pricing_config import PER_MILLION
+from credits.purchases import purchase_credit_pack
 from credits.signin import (
     MAX_MESSAGE_CHARS,
     NONCE_TTL_SECONDS,
@@ -230,3 +232,71 @@ class AuthLogoutApi(_AuthView):
         serializer.is_valid(raise_exception=True)
         session_logout(refresh_token=serializer.validated_data["refresh_token"], now=timezone.now())
         return Response(status=204)
+
+
+class PurchaseApi(APIView):
+    class ProofInput(serializers.Serializer):
+        tx_hash = serializers.CharField(max_length=66)
+        chain_id = StrictIntegerField(min_value=1, max_value=2**53)
+        token = serializers.CharField(max_length=42)
+        sender = serializers.CharField(max_length=42)
+        amount_micro_usdc = StrictIntegerField(min_value=1)
+
+    class PurchaseInput(serializers.Serializer):
+        pack_size = StrictIntegerField(min_value=1, max_value=1_000_000)
+        payment_proof = serializers.DictField()
+        idempotency_key = serializers.CharField(max_length=255)
+
+    class PurchaseOutput(serializers.Serializer):
+        status = serializers.CharField()
+        pack_size = serializers.IntegerField()
+        credited = serializers.IntegerField(help_text="µUSD")
+        tx_hash = serializers.CharField()
+        log_index = serializers.IntegerField()
+        balance = serializers.DictField()
+
+    @extend_schema(
+        operation_id="credits_purchase",
+        summary="Buy a credit pack with an on-chain USDC payment",
+        request=PurchaseInput,
+        responses={
+            200: PurchaseOutput,
+            400: OpenApiResponse(ErrorSerializer, description="invalid_pack_size, invalid_proof"),
+            402: OpenApiResponse(ErrorSerializer, description="payment_not_confirmed"),
+            403: OpenApiResponse(ErrorSerializer, description="sender_mismatch"),
+            409: OpenApiResponse(ErrorSerializer, description="payment_mismatch, already_minted"),
+            503: OpenApiResponse(ErrorSerializer, description="verification_unavailable, configuration_error"),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        principal = request.user
+        assert isinstance(principal, Principal)
+        serializer = self.PurchaseInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        proof = self.ProofInput(data=serializer.validated_data["payment_proof"])
+        proof.is_valid(raise_exception=True)
+        wallets = set(WalletIdentity.objects.filter(account_id=principal.account_id).values_list("address", flat=True))
+        result = purchase_credit_pack(
+            account_id=principal.account_id,
+            wallets=wallets,
+            pack_size=serializer.validated_data["pack_size"],
+            proof=dict(proof.validated_data),
+            idempotency_key=serializer.validated_data["idempotency_key"],
+            now=timezone.now(),
+        )
+        headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+        return Response(
+            {
+                "status": "minted",
+                "pack_size": result.purchase.pack_size,
+                "credited": result.purchase.credited_micro_usd,
+                "tx_hash": result.purchase.tx_hash,
+                "log_index": result.purchase.log_index,
+                "balance": {
+                    "account_id": result.balance.account_id,
+                    "available": result.balance.available,
+                    "held": result.balance.held,
+                },
+            },
+            headers=headers,
+        )

@@ -126,3 +126,44 @@ class RefreshToken(models.Model):
 
     def __str__(self) -> str:
         return f"refresh {self.token_hash[:8]}… ({self.wallet_id})"
+
+
+class CreditPurchase(models.Model):
+    """A credit pack paid on chain; (chain, tx, log index) can credit only once, ever."""
+
+    class Status(models.TextChoices):
+        MINTED = "minted"
+        REVALIDATED = "revalidated"
+        REVERTED = "reverted"
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="credit_purchases")
+    chain_id = models.BigIntegerField()
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.IntegerField()
+    block_number = models.BigIntegerField()
+    block_hash = models.CharField(max_length=66)
+    sender = models.CharField(max_length=42)
+    pack_size = models.IntegerField()
+    amount_micro_usdc = models.BigIntegerField()
+    credited_micro_usd = models.BigIntegerField()
+    journal_entry_id = models.BigIntegerField()
+    idempotency_key = models.CharField(max_length=255)
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.MINTED)
+    created_at = models.DateTimeField()
+    checked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            # The same on-chain transfer must never mint twice (a replayed proof).
+            models.UniqueConstraint(
+                fields=["chain_id", "tx_hash", "log_index"], name="credits_creditpurchase_transfer_uniq"
+            ),
+            models.CheckConstraint(condition=Q(amount_micro_usdc__gt=0), name="credits_creditpurchase_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(tx_hash__regex=r"^0x[0-9a-f]{64}$"), name="credits_creditpurchase_tx_hash_hex"
+            ),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"], name="credits_purchase_recent_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.tx_hash}#{self.log_index} ({self.status})"

@@ -24,3 +24,10 @@ def nonce_cleanup_task() -> str:
         return "nonce cleanup failed"
     logger.info("nonce cleanup", extra={"deleted": result.deleted, "seconds": round(result.seconds, 3)})
     return f"deleted {result.deleted} used nonces in {result.seconds:.3f} s"
+
+
+@shared_task(name="credits.tasks.purchase_reorg_check_task")
+def purchase_reorg_check_task() -> str:
+    from credits.purchases import purchase_reorg_check
+
+    return f"reorg check: {purchase_reorg_check(now=timezone.now())}"

@@ -61,6 +61,12 @@ try:
     SIWE_URI_PREFIX = env_str("SIWE_URI_PREFIX", "http://localhost:8000") or ""
     SIWE_CHAIN_IDS = [int(c) for c in env_list("SIWE_CHAIN_IDS", ["8453", "84532"])]
     ETH_RPC_URL = env_str("ETH_RPC_URL", "") or ""
+    RPC_PRIMARY_URL = env_str("RPC_PRIMARY_URL", ETH_RPC_URL) or ""
+    RPC_FALLBACK_URL = env_str("RPC_FALLBACK_URL", "") or ""
+    PAYMENT_CHAIN_ID = env_int("PAYMENT_CHAIN_ID", 8453, minimum=1)
+    USDC_ADDRESS = (env_str("USDC_ADDRESS", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913") or "").lower()
+    TREASURY_ADDRESS = (env_str("TREASURY_ADDRESS", "") or "").lower()
+    PAYMENT_MIN_CONFIRMATIONS = env_int("PAYMENT_MIN_CONFIRMATIONS", 12, minimum=1)
     JWT_SECRET = env_str("JWT_SECRET", None)
     JWT_TTL_SECONDS = env_int("JWT_TTL_SECONDS", 900, minimum=60)
     REFRESH_TOKEN_TTL_DAYS = env_int("REFRESH_TOKEN_TTL_DAYS", 30, minimum=1)
@@ -263,6 +269,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "credits.tasks.nonce_cleanup_task",
         "schedule": crontab(minute=30),
         "options": {"expires": 30 * 60},
+    },
+    # Mints younger than an hour are re-checked for chain reorganisations.
+    "purchase-reorg-check": {
+        "task": "credits.tasks.purchase_reorg_check_task",
+        "schedule": timedelta(minutes=5),
+        "options": {"expires": 4 * 60},
     },
     # Idempotency keys are only useful for client retries within a day;
     # hourly trimming keeps the table small without racing live requests.

@@ -28,6 +28,7 @@ api_v1 = [
     path("auth/refresh", credits_api.AuthRefreshApi.as_view(), name="auth-refresh"),
     path("auth/logout", credits_api.AuthLogoutApi.as_view(), name="auth-logout"),
     path("pricing/estimate", credits_api.EstimateApi.as_view(), name="pricing-estimate"),
+    path("credits/purchase", credits_api.PurchaseApi.as_view(), name="credits-purchase"),
     path("agents/<int:account_id>/budget", credits_api.AgentBudgetApi.as_view(), name="agent-budget"),
     path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
     path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),

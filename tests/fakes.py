@@ -109,13 +109,14 @@ def fake_json_rpc(answers: dict[str, Any]) -> Iterator[dict[str, Any]]:
             replies = []
             for call in batch:
                 state["calls"].append(call)
-                answer = answers.get(call.get("method"))
+                method = call.get("method")
+                if method not in answers:  # a missing method is an error; a None answer is a null result
+                    replies.append({"jsonrpc": "2.0", "id": call.get("id"), "error": {"code": -32601, "message": "no"}})
+                    continue
+                answer = answers[method]
                 if callable(answer):
                     answer = answer(call.get("params"))
-                if answer is None:
-                    replies.append({"jsonrpc": "2.0", "id": call.get("id"), "error": {"code": -32601, "message": "no"}})
-                else:
-                    replies.append({"jsonrpc": "2.0", "id": call.get("id"), "result": answer})
+                replies.append({"jsonrpc": "2.0", "id": call.get("id"), "result": answer})
             body = json.dumps(replies if isinstance(request, list) else replies[0]).encode()
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
