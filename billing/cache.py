@@ -11,12 +11,14 @@ reads, and the reconciliation job (issue 4) compares it with the ledger.
 from __future__ import annotations
 
 import logging
+from datetime import UTC, date, datetime, time, timedelta
 
 import redis
 from django.db import transaction
 
 from billing.metrics import balance_cache_write_failures_total
-from finn.redis import SCRIPTS, get_redis, run_script
+from finn.degradation import redis_guard
+from finn.redis import SCRIPTS, get_redis, register_script, run_script
 
 logger = logging.getLogger(__name__)
 
@@ -76,3 +78,72 @@ def balance_cache_write_many(balances: list[tuple[int, int, int, int]]) -> bool:
         logger.warning("balance cache batch write failed", extra={"error": type(exc).__name__})
         return False
     return True
+
+
+# --- agent daily spend ----------------------------------------------------------
+
+DAILY_CACHE_ADD = register_script(
+    "daily_cache_add",
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HINCRBY', KEYS[1], 'spent', ARGV[1])
+  redis.call('HINCRBY', KEYS[1], 'held', ARGV[2])
+else
+  redis.call('HSET', KEYS[1], 'spent', ARGV[3], 'held', ARGV[4])
+end
+redis.call('EXPIREAT', KEYS[1], ARGV[5])
+return 1
+""",
+)
+
+
+def daily_cache_key(account_id: int, day: date) -> str:
+    return f"billing:agent:daily:{account_id}:{day.isoformat()}"
+
+
+def _next_utc_midnight(day: date) -> int:
+    return int(datetime.combine(day + timedelta(days=1), time.min, tzinfo=UTC).timestamp())
+
+
+def daily_cache_schedule(
+    *, account_id: int, day: date, spent_delta: int, held_delta: int, spent: int, held: int
+) -> None:
+    """After commit: INCRBY the day's cached spend (or seed it if missing), expiring at next UTC midnight.
+
+    Derived state: a write lost while Redis is down, or two callbacks racing
+    on a missing key, leave it off until reconciliation repairs it; money
+    decisions never read it.
+    """
+
+    def write() -> None:
+        redis_guard(
+            "agent_daily_cache",
+            lambda: run_script(
+                DAILY_CACHE_ADD,
+                [daily_cache_key(account_id, day)],
+                [spent_delta, held_delta, spent, held, _next_utc_midnight(day)],
+            ),
+            fallback=lambda: None,
+        )
+
+    transaction.on_commit(write)
+
+
+def daily_cache_read(account_id: int, day: date) -> dict[str, int] | None:
+    def read() -> dict[str, int] | None:
+        raw: dict[str, str] = get_redis().hgetall(daily_cache_key(account_id, day))  # type: ignore[assignment]
+        if not raw or "spent" not in raw or "held" not in raw:
+            return None
+        return {"spent": int(raw["spent"]), "held": int(raw["held"])}
+
+    return redis_guard("agent_daily_cache", read, fallback=lambda: None)
+
+
+def daily_cache_set(*, account_id: int, day: date, spent: int, held: int) -> None:
+    client = get_redis()
+    key = daily_cache_key(account_id, day)
+    pipe = client.pipeline(transaction=True)
+    pipe.delete(key)
+    pipe.hset(key, mapping={"spent": spent, "held": held})
+    pipe.expireat(key, _next_utc_midnight(day))
+    pipe.execute()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import redis
@@ -21,9 +21,9 @@ from django.conf import settings
 from django.db import transaction
 from ulid import ULID
 
-from billing.cache import BALANCE_CACHE_TTL_SECONDS, balance_cache_key
+from billing.cache import BALANCE_CACHE_TTL_SECONDS, balance_cache_key, daily_cache_read, daily_cache_set
 from billing.metrics import balance_drift_total, reconciliation_divergences, reconciliation_drift_alert
-from billing.models import Account, AccountKind
+from billing.models import Account, AccountKind, DailySpend
 from finn.audit import AuditRecord, audit_append, audit_append_many
 from finn.locks import AdvisoryLock, advisory_lock
 from finn.redis import get_redis, register_script, run_script
@@ -87,6 +87,50 @@ def reconciliation_run(*, now: datetime, batch_size: int = 1000) -> Reconciliati
         if not acquired:
             return None
         return _run(now=now, batch_size=batch_size)
+
+
+def _reconcile_daily(*, now: datetime, run_id: str) -> tuple[int, int]:
+    """Today's agent daily-spend cache against its PostgreSQL rows (audit, then repair)."""
+    day = now.astimezone(UTC).date()
+    rows = list(DailySpend.objects.filter(day=day).values_list("account_id", "spent", "held"))
+    divergent = []
+    for account_id, spent, held in rows:
+        cached = daily_cache_read(account_id, day)
+        if cached != {"spent": spent, "held": held}:
+            divergent.append((account_id, spent, held, cached))
+    if not divergent:
+        return 0, 0
+    with transaction.atomic(durable=True):
+        audit_append_many(
+            [
+                AuditRecord(
+                    event_type="billing_reconciliation",
+                    payload={
+                        "correction_type": "RECONCILIATION_CORRECTION",
+                        "kind": "agent_daily_spend",
+                        "account": str(account_id),
+                        "day": day.isoformat(),
+                        "derived_balance": {"spent": str(spent), "held": str(held)},
+                        "cached_balance": None if cached is None else {k: str(v) for k, v in cached.items()},
+                        "reconciliation_run_id": run_id,
+                        "timestamp": now.isoformat(),
+                    },
+                    correlation_id=run_id,
+                    account_id=account_id,
+                    actor="reconciliation",
+                )
+                for account_id, spent, held, cached in divergent
+            ],
+            now=now,
+        )
+    corrected = 0
+    for account_id, spent, held, _ in divergent:
+        try:
+            daily_cache_set(account_id=account_id, day=day, spent=spent, held=held)
+            corrected += 1
+        except (redis.RedisError, OSError):
+            logger.warning("daily cache repair failed", extra={"account_id": account_id})
+    return len(divergent), corrected
 
 
 def _run(*, now: datetime, batch_size: int) -> ReconciliationResult:
@@ -163,6 +207,9 @@ def _run(*, now: datetime, batch_size: int) -> ReconciliationResult:
                     corrected += 1
             except (redis.RedisError, OSError):
                 logger.warning("reconciliation repair failed", extra={"account_id": pk})
+    daily_found, daily_corrected = _reconcile_daily(now=now, run_id=run_id)
+    found += daily_found
+    corrected += daily_corrected
     exceeded = drift > settings.RECONCILIATION_DRIFT_ALERT_MICRO_USD
     duration_ms = int((time.monotonic() - started) * 1000)
     with transaction.atomic(durable=True):

@@ -25,7 +25,7 @@ from django.contrib.auth.models import User
 from django.db import IntegrityError, connection, transaction
 from ulid import ULID
 
-from billing.cache import balance_cache_schedule, balance_cache_write_many
+from billing.cache import balance_cache_schedule, balance_cache_write_many, daily_cache_schedule
 from billing.errors import (
     AccountFrozen,
     AccountNotFound,
@@ -395,6 +395,9 @@ def _daily_hold(*, entry_id: str, account_id: int, now: datetime, amount: int, c
                 remaining=max(0, cap - int(spent) - int(held)),
             )
         cursor.execute("UPDATE billing_billingentry SET cap_day = %s WHERE id = %s", [day, entry_id])
+    daily_cache_schedule(
+        account_id=account_id, day=day, spent_delta=0, held_delta=amount, spent=int(counted[0]), held=int(counted[1])
+    )
     return day
 
 
@@ -409,6 +412,9 @@ def _daily_settle(*, account_id: int, day: date, release_hold: int, spend: int) 
         row = cursor.fetchone()
     if row is None:  # the hold was counted on this day, so the row exists
         raise RuntimeError(f"daily spend row missing for account {account_id} on {day}")
+    daily_cache_schedule(
+        account_id=account_id, day=day, spent_delta=spend, held_delta=-release_hold, spent=int(row[0]), held=int(row[1])
+    )
     return int(row[0]), int(row[1])
 
 
@@ -1064,9 +1070,18 @@ def holds_expire_batch(*, now: datetime, batch_size: int) -> int:
             cursor.execute(
                 "UPDATE billing_dailyspend d SET held = d.held - v.amount"
                 " FROM unnest(%s::bigint[], %s::date[], %s::bigint[]) AS v(account_id, day, amount)"
-                " WHERE d.account_id = v.account_id AND d.day = v.day",
+                " WHERE d.account_id = v.account_id AND d.day = v.day RETURNING d.account_id, d.day, d.spent, d.held",
                 [[k[0] for k in keys], [k[1] for k in keys], [capped[k] for k in keys]],
             )
+            for account_id, day, spent, held in cursor.fetchall():
+                daily_cache_schedule(
+                    account_id=account_id,
+                    day=day,
+                    spent_delta=0,
+                    held_delta=-capped[(account_id, day)],
+                    spent=int(spent),
+                    held=int(held),
+                )
         rows = [row[:5] for row in fetched]
         totals: dict[int, int] = {}
         for _, account_id, amount, _, _ in rows:

@@ -48,6 +48,8 @@ DEGRADATION: dict[str, Degradation] = {
     "rate_limit": Degradation(Mode.IN_MEMORY_FALLBACK),
     # API keys are looked up in PostgreSQL instead of the cache.
     "api_key_cache": Degradation(Mode.DB_FALLBACK),
+    # Agent daily spend is read from PostgreSQL (its truth) instead of the cache.
+    "agent_daily_cache": Degradation(Mode.DB_FALLBACK),
     # Webhooks need their distributed lock: the provider retries later.
     "webhooks": Degradation(Mode.FAIL_CLOSED, 503),
 }

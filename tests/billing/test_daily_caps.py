@@ -228,3 +228,45 @@ def test_identity_anchor_is_unique_and_inputs_are_checked() -> None:
         args = {"owner_address": "0x" + "33" * 20, "token_id": "3", "daily_cap": 1, "now": timezone.now(), **bad}
         with pytest.raises(InvalidRequest):
             agent_wallet_create(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_daily_cache_follows_commits_expires_at_midnight_and_is_repaired() -> None:
+    # given
+    from billing.cache import daily_cache_key, daily_cache_read
+    from billing.reconciliation import reconciliation_run
+    from finn.redis import get_redis
+
+    agent = _agent(cap=5_000)
+    now = timezone.now()
+    entry_id = services.entry_reserve(account_id=agent.pk, estimated_cost=2_000, correlation_id="c", now=now).entry.id
+    services.entry_commit(entry_id=entry_id, actual_cost=1_500, now=now)
+    # then: INCRBY kept the cache equal to the row, expiring at the next UTC midnight
+    key = daily_cache_key(agent.pk, now.date())
+    assert daily_cache_read(agent.pk, now.date()) == {"spent": 1_500, "held": 0}
+    midnight = datetime.combine(now.date() + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+    assert get_redis().expiretime(key) == int(midnight.timestamp())
+    # when: the cache is corrupted, reconciliation repairs it (audited)
+    get_redis().hset(key, mapping={"spent": "7", "held": "7"})
+    result = reconciliation_run(now=now)
+    # then
+    assert result is not None
+    assert result.divergences_found >= 1
+    assert daily_cache_read(agent.pk, now.date()) == {"spent": 1_500, "held": 0}
+    assert AuditEvent.objects.filter(payload__kind="agent_daily_spend").count() == 1
+
+
+@pytest.mark.django_db
+def test_budget_reads_postgres_when_redis_is_down(make_account) -> None:
+    # given
+    from django.test import Client, override_settings
+
+    agent = _agent(cap=5_000)
+    key = api_key_create(account=agent, now=timezone.now()).secret
+    services.entry_reserve(account_id=agent.pk, estimated_cost=1_000, correlation_id="c", now=timezone.now())
+    # when
+    with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
+        response = Client(headers={"Authorization": f"Bearer {key}"}).get(f"/api/v1/agents/{agent.pk}/budget")
+    # then
+    assert response.status_code == 200
+    assert response.json()["held_today"] == 1_000
