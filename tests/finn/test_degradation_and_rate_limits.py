@@ -32,6 +32,7 @@ def test_degradation_table_is_the_specified_one() -> None:
         "siwe_nonce": (Mode.FAIL_CLOSED, 401),
         "rate_limit": (Mode.IN_MEMORY_FALLBACK, None),
         "api_key_cache": (Mode.DB_FALLBACK, None),
+        "agent_daily_cache": (Mode.DB_FALLBACK, None),
         "webhooks": (Mode.FAIL_CLOSED, 503),
     }
 
@@ -44,6 +45,7 @@ def test_degradation_table_is_the_specified_one() -> None:
         ("webhooks", ServiceUnavailable),
         ("rate_limit", "fallback"),
         ("api_key_cache", "fallback"),
+        ("agent_daily_cache", "fallback"),
     ],
 )
 def test_every_row_applies_when_redis_is_down(subsystem: str, expected: object) -> None:
