@@ -250,3 +250,72 @@ class DailySpend(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id} {self.day}: spent {self.spent}, held {self.held}"
+
+
+class Subscription(models.Model):
+    """A community's paid tier, moved only forward by provider events."""
+
+    class Tier(models.TextChoices):
+        STARTER = "starter"
+        BASIC = "basic"
+        PREMIUM = "premium"
+        EXCLUSIVE = "exclusive"
+        ELITE = "elite"
+        ENTERPRISE = "enterprise"
+
+    class Status(models.TextChoices):
+        ACTIVE = "active"
+        PAST_DUE = "past_due"
+        CANCELED = "canceled"
+        TRIALING = "trialing"
+        UNPAID = "unpaid"
+
+    community_id = models.CharField(max_length=128, unique=True)
+    payment_subscription_id = models.CharField(max_length=128, null=True, blank=True, unique=True)
+    payment_customer_id = models.CharField(max_length=128, blank=True, default="")
+    payment_provider = models.CharField(max_length=16)
+    tier = models.CharField(max_length=12, choices=Tier.choices, default=Tier.STARTER)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE)
+    grace_until = models.DateTimeField(null=True, blank=True)
+    current_period_start = models.DateTimeField(null=True, blank=True)
+    current_period_end = models.DateTimeField(null=True, blank=True)
+    # When the provider says the last applied event happened: older events are ignored.
+    last_event_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.community_id}: {self.tier} ({self.status})"
+
+
+class BoostPurchase(models.Model):
+    payment_id = models.CharField(max_length=128, unique=True)
+    member_id = models.CharField(max_length=128)
+    community_id = models.CharField(max_length=128)
+    months = models.PositiveIntegerField()
+    amount_paid_cents = models.BigIntegerField()
+    expires_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(months__gt=0), name="billing_boostpurchase_months_positive"),
+            models.CheckConstraint(
+                condition=Q(amount_paid_cents__gte=0), name="billing_boostpurchase_amount_non_negative"
+            ),
+        ]
+        indexes = [models.Index(fields=["community_id", "expires_at"], name="billing_boost_active_idx")]
+
+    def __str__(self) -> str:
+        return f"boost {self.member_id}@{self.community_id} until {self.expires_at:%Y-%m-%d}"
+
+
+class BadgePurchase(models.Model):
+    member_id = models.CharField(max_length=128, unique=True)  # one badge per member
+    payment_id = models.CharField(max_length=128)
+    display_on_discord = models.BooleanField(default=True)
+    display_on_telegram = models.BooleanField(default=False)
+    badge_style = models.CharField(max_length=10, default="default")
+    created_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"badge {self.member_id}"

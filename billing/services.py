@@ -491,8 +491,7 @@ def account_create(
     )
 
 
-@transaction.atomic(durable=True)
-def _account_credit_mint_txn(
+def _account_credit_mint_body(
     *, account_id: int, amount: int, idempotency_key: str, correlation_id: str, actor: str, reason: str, now: datetime
 ) -> MintResult:
     treasury = system_account_id(TREASURY_USDC_RECEIVED)
@@ -524,6 +523,9 @@ def _account_credit_mint_txn(
         reason=reason,
     )
     return MintResult(journal_entry_id=journal_id, balance=balance)
+
+
+_account_credit_mint_txn = transaction.atomic(durable=True)(_account_credit_mint_body)
 
 
 @counted("credit_mint")
@@ -1232,3 +1234,227 @@ def account_reserves_freeze(*, account_id: int, reason: str, actor: str, now: da
             reason=reason,
         )
     return bool(changed)
+
+
+# --- subscriptions, boosts, badges (changed by provider webhooks) ----------------------
+# These run inside the caller's transaction (the webhook pipeline records the
+# event as processed in the same transaction), so they open none of their own.
+
+GRACE_PERIOD = timedelta(hours=24)
+_SUBSCRIPTION_STATUSES = {"active", "past_due", "canceled", "trialing", "unpaid"}
+
+
+def _require_transaction(name: str) -> None:
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError(f"{name} must run inside the caller's transaction")
+
+
+def _as_datetime(value: Any) -> datetime | None:
+    if value in (None, ""):
+        return None
+    if isinstance(value, datetime):
+        return value
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC)
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def _entitlements_invalidate(community_id: str) -> None:
+    def drop() -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            get_redis().delete(f"entitlement:{community_id}")
+
+    transaction.on_commit(drop)
+
+
+def subscription_apply(
+    *, event_type: str, provider: str, occurred_at: datetime, data: dict[str, Any], now: datetime
+) -> str:
+    """Apply a subscription event; older than the last applied one → "stale" (recorded, ignored)."""
+    from billing.models import Subscription
+
+    _require_transaction("subscription_apply")
+    custom = data.get("custom_data") or {}
+    community_id = str(custom.get("community_id") or "")
+    subscription_id = data.get("subscription_id")
+    subscription = None
+    if community_id:
+        subscription = Subscription.objects.select_for_update().filter(community_id=community_id).first()
+    elif subscription_id:
+        subscription = Subscription.objects.select_for_update().filter(payment_subscription_id=subscription_id).first()
+        community_id = subscription.community_id if subscription else ""
+    if not community_id:
+        return "ignored"  # nothing identifies the community: recorded, no effect
+    if subscription is not None and subscription.last_event_at and occurred_at < subscription.last_event_at:
+        return "stale"
+    tier = custom.get("tier")
+    if tier not in Subscription.Tier.values:
+        tier = None
+    if subscription is None:
+        subscription = Subscription(community_id=community_id, payment_provider=provider, tier=tier or "basic")
+    subscription.payment_provider = provider
+    if subscription_id:
+        subscription.payment_subscription_id = str(subscription_id)
+    if data.get("customer_id"):
+        subscription.payment_customer_id = str(data["customer_id"])
+    if event_type == "subscription.created":
+        subscription.status = Subscription.Status.TRIALING
+        subscription.tier = tier or subscription.tier
+    elif event_type == "subscription.activated":
+        subscription.status = Subscription.Status.ACTIVE
+        subscription.grace_until = None
+    elif event_type == "subscription.updated":
+        status = str(data.get("status") or "")
+        if status in _SUBSCRIPTION_STATUSES:
+            subscription.status = status
+        subscription.tier = tier or subscription.tier
+        if subscription.status == Subscription.Status.ACTIVE:
+            subscription.grace_until = None
+    elif event_type == "subscription.canceled":
+        subscription.status = Subscription.Status.CANCELED
+        subscription.tier = Subscription.Tier.STARTER
+        subscription.grace_until = None
+    subscription.current_period_start = _as_datetime(data.get("period_start")) or subscription.current_period_start
+    subscription.current_period_end = _as_datetime(data.get("period_end")) or subscription.current_period_end
+    subscription.last_event_at = occurred_at
+    subscription.updated_at = now
+    subscription.save()
+    audit_append(
+        event_type=event_type.replace(".", "_"),
+        payload={
+            "community_id": community_id,
+            "tier": subscription.tier,
+            "status": subscription.status,
+            "provider": provider,
+        },
+        correlation_id=str(subscription_id or community_id),
+        now=now,
+        actor=provider,
+    )
+    _entitlements_invalidate(community_id)
+    return "applied"
+
+
+def subscription_payment(
+    *, succeeded: bool, provider: str, occurred_at: datetime, data: dict[str, Any], now: datetime
+) -> str:
+    """A subscription payment: success re-activates; failure starts a 24 h grace period."""
+    from billing.models import Subscription
+
+    _require_transaction("subscription_payment")
+    subscription_id = data.get("subscription_id")
+    if not subscription_id:
+        return "ignored"
+    subscription = Subscription.objects.select_for_update().filter(payment_subscription_id=subscription_id).first()
+    if subscription is None:
+        return "ignored"
+    if subscription.last_event_at and occurred_at < subscription.last_event_at:
+        return "stale"
+    payload: dict[str, Any] = {"community_id": subscription.community_id, "transaction_id": data.get("transaction_id")}
+    if succeeded:
+        subscription.status = Subscription.Status.ACTIVE
+        subscription.grace_until = None
+        events = ["payment_succeeded"]
+    else:
+        subscription.status = Subscription.Status.PAST_DUE
+        subscription.grace_until = now + GRACE_PERIOD
+        payload["grace_until"] = subscription.grace_until.isoformat()
+        events = ["payment_failed", "grace_period_started"]
+    subscription.last_event_at = occurred_at
+    subscription.updated_at = now
+    subscription.save()
+    for event in events:
+        audit_append(event_type=event, payload=payload, correlation_id=str(subscription_id), now=now, actor=provider)
+    _entitlements_invalidate(subscription.community_id)
+    return "applied"
+
+
+def _add_months(moment: datetime, months: int) -> datetime:
+    """Calendar months; the day is clamped to the target month's last day."""
+    month_index = moment.month - 1 + months
+    year, month = moment.year + month_index // 12, month_index % 12 + 1
+    last_day = [
+        31,
+        29 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 28,
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ][month - 1]
+    return moment.replace(year=year, month=month, day=min(moment.day, last_day))
+
+
+def boost_purchase_record(
+    *, payment_id: str, member_id: str, community_id: str, months: int, amount_paid_cents: int, now: datetime
+) -> str:
+    """A boost stacks after the member's active one (calendar months); once per payment."""
+    from billing.models import BoostPurchase
+
+    _require_transaction("boost_purchase_record")
+    if BoostPurchase.objects.filter(payment_id=payment_id).exists():
+        return "already_recorded"  # the unique payment_id below is the real guard
+    active = (
+        BoostPurchase.objects.filter(member_id=member_id, community_id=community_id, expires_at__gt=now)
+        .order_by("-expires_at")
+        .first()
+    )
+    start = active.expires_at if active else now
+    BoostPurchase.objects.create(
+        payment_id=payment_id,
+        member_id=member_id,
+        community_id=community_id,
+        months=months,
+        amount_paid_cents=amount_paid_cents,
+        expires_at=_add_months(start, months),
+        created_at=now,
+    )
+    audit_append(
+        event_type="boost_purchased",
+        payload={"community_id": community_id, "member_id": member_id, "months": months, "payment_id": payment_id},
+        correlation_id=payment_id,
+        now=now,
+    )
+    _entitlements_invalidate(community_id)
+    return "applied"
+
+
+def badge_purchase_record(*, member_id: str, payment_id: str, now: datetime) -> str:
+    """One badge per member, with default display settings."""
+    from billing.models import BadgePurchase
+
+    _require_transaction("badge_purchase_record")
+    if BadgePurchase.objects.filter(member_id=member_id).exists():
+        return "already_recorded"
+    BadgePurchase.objects.create(member_id=member_id, payment_id=payment_id, created_at=now)
+    audit_append(
+        event_type="badge_purchased",
+        payload={"member_id": member_id, "payment_id": payment_id},
+        correlation_id=payment_id,
+        now=now,
+    )
+    return "applied"
+
+
+def account_credit_mint_in_transaction(
+    *, account_id: int, amount: int, idempotency_key: str, correlation_id: str, now: datetime, actor: str, reason: str
+) -> MintResult | None:
+    """The credit-mint posting inside the caller's transaction; None if this key already minted."""
+    _require_transaction("account_credit_mint_in_transaction")
+    _validate_amount("amount", amount)
+    if JournalEntry.objects.filter(idempotency_key=idempotency_key).exists():
+        return None  # the unique idempotency key is the guard against a race
+    return _account_credit_mint_body(
+        account_id=account_id,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        correlation_id=correlation_id,
+        actor=actor,
+        reason=reason,
+        now=now,
+    )

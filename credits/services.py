@@ -9,6 +9,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
@@ -177,3 +178,32 @@ def agent_wallet_create(
                     "this identity anchor already backs another wallet", reason="identity_anchor_taken"
                 ) from None
             raise
+
+
+# --- card purchases of credit packs (arrive through webhooks) -------------------------
+
+CARD_PACKS = {500, 1000, 2500}  # credit units
+
+
+def card_credit_pack_mint(*, provider: str, payment_id: str, custom_data: dict[str, Any], now: datetime) -> str:
+    """Mint a pack paid by card, once per provider payment; runs in the webhook's transaction."""
+    from billing.services import account_credit_mint_in_transaction
+    from credits.units import Rounding, cu_to_micro_usd
+
+    try:
+        account_id = int(str(custom_data.get("account_id")))
+        pack_size = int(str(custom_data.get("pack_size")))
+    except ValueError:
+        raise InvalidRequest("credit_pack needs account_id and pack_size", reason="invalid_custom_data") from None
+    if pack_size not in CARD_PACKS:
+        raise InvalidRequest(f"pack_size must be one of {sorted(CARD_PACKS)}", reason="invalid_pack_size")
+    minted = account_credit_mint_in_transaction(
+        account_id=account_id,
+        amount=cu_to_micro_usd(pack_size, rounding=Rounding.FLOOR),
+        idempotency_key=f"card:{provider}:{payment_id}",
+        correlation_id=payment_id,
+        now=now,
+        actor=provider,
+        reason=f"credit pack {pack_size} CU (card)",
+    )
+    return "applied" if minted else "already_recorded"

@@ -70,6 +70,10 @@ try:
     JWT_SECRET = env_str("JWT_SECRET", None)
     JWT_TTL_SECONDS = env_int("JWT_TTL_SECONDS", 900, minimum=60)
     REFRESH_TOKEN_TTL_DAYS = env_int("REFRESH_TOKEN_TTL_DAYS", 30, minimum=1)
+    PADDLE_WEBHOOK_SECRET = env_str("PADDLE_WEBHOOK_SECRET", "") or ""
+    STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "") or ""
+    STANDARD_WEBHOOK_SECRET = env_str("STANDARD_WEBHOOK_SECRET", "") or ""
+    WEBHOOK_TOLERANCE_SECONDS = env_int("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
     NONCE_MAX_AGE_HOURS = env_int("NONCE_MAX_AGE_HOURS", 24, minimum=1)
     API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 300, minimum=1)
     HOLD_EXPIRY_BATCH_SIZE = env_int("HOLD_EXPIRY_BATCH_SIZE", 1000, minimum=1)
@@ -97,6 +101,7 @@ INSTALLED_APPS = [
     "finn",
     "billing",
     "credits",
+    "webhooks",
 ]
 
 MIDDLEWARE = [
@@ -276,6 +281,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=5),
         "options": {"expires": 4 * 60},
     },
+    # Webhook events are rows: re-enqueue any whose wake-up was lost.
+    "webhook-sweep": {
+        "task": "webhooks.tasks.webhook_sweep_task",
+        "schedule": timedelta(seconds=30),
+        "options": {"expires": 30},
+    },
     # Idempotency keys are only useful for client retries within a day;
     # hourly trimming keeps the table small without racing live requests.
     "idempotency-key-cleanup": {
@@ -304,6 +315,7 @@ RATE_LIMITS = {
     "x402": _rate("RATE_LIMIT_X402", "30/60"),  # per paying wallet
     "challenge": _rate("RATE_LIMIT_CHALLENGE", "120/60"),  # per IP, sign-in challenges
     "api_key": _rate("RATE_LIMIT_API_KEY", "60/60"),  # per API key
+    "webhook": _rate("RATE_LIMIT_WEBHOOK", "1000/60"),  # per IP, provider deliveries
 }
 
 # Delay before retry n (1-based) of a failed finalize attempt, in seconds.

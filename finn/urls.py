@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from billing import api as billing_api
 from credits import api as credits_api
 from finn import views
+from webhooks import views as webhook_views
 
 handler404 = "finn.errors.json_404"
 handler500 = "finn.errors.json_500"
@@ -36,6 +37,10 @@ api_v1 = [
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path("health/security", views.health_security, name="health-security"),
+    path("api/v1/webhooks/paddle", webhook_views.paddle, name="webhook-paddle"),
+    path("api/v1/webhooks/stripe", webhook_views.stripe, name="webhook-stripe"),
+    path("api/v1/webhooks/standard", webhook_views.standard, name="webhook-standard"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),

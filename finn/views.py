@@ -41,3 +41,36 @@ def health(request: HttpRequest) -> JsonResponse:
     return JsonResponse(
         {"status": "ok" if healthy else "unavailable", "checks": checks}, status=200 if healthy else 503
     )
+
+
+@require_GET
+def health_security(request: HttpRequest) -> JsonResponse:
+    """Dependencies of the fail-closed routes: 503 naming the one that is down."""
+    from finn.degradation import degraded_total, monitor
+    from webhooks.services import webhook_fallbacks_total
+    from webhooks.views import fail_closed_total
+
+    redis_state = monitor.state
+    if redis_state == "CLOSED":
+        redis_status = _check_redis()
+        if redis_status != "ok":
+            monitor.record_failure()
+    else:
+        redis_status = "down"
+    checks = {"database": _check_database(), "redis": redis_status}
+    healthy = all(value == "ok" for value in checks.values())
+    body = {
+        "status": "ok" if healthy else "unavailable",
+        "checks": checks,
+        "redis_monitor": redis_state,
+        "counters": {
+            "fail_closed_503_total": fail_closed_total._value.get(),
+            "webhook_fallbacks_total": sum(
+                s.value for m in webhook_fallbacks_total.collect() for s in m.samples if s.name.endswith("_total")
+            ),
+            "degraded_total": sum(
+                s.value for m in degraded_total.collect() for s in m.samples if s.name.endswith("_total")
+            ),
+        },
+    }
+    return JsonResponse(body, status=200 if healthy else 503)

@@ -1,0 +1,277 @@
+"""Receive and process provider events: lock first, then verify, validate, execute, record.
+
+Receive (HTTP): verify the signature on the raw body, store the event (unique
+on provider + event id), enqueue on commit, answer 200 — processing is
+asynchronous and the row is the queue, so a 200 never loses an event.
+
+Process (Celery), in the seeds' lock-first order:
+LOCK (Redis, owner token; a Postgres advisory lock when Redis is lost)
+→ VERIFY the Redis processed marker → VERIFY the row's status
+→ VALIDATE the type → EXECUTE and RECORD in one transaction
+→ marker (24 h) after commit → UNLOCK (owner-checked).
+A failed handler is recorded ``failed`` and retried with backoff; after 5
+attempts the event is ``dead`` (listed in the admin, replayable). Only a
+``processed`` event is a duplicate.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import redis
+from django.db import connection, transaction
+from django.utils import timezone
+from prometheus_client import Counter
+
+from billing import services as billing_services
+from credits.services import card_credit_pack_mint
+from finn.degradation import monitor
+from finn.locks import lock_acquire, lock_release
+from finn.ratelimit import local_buckets
+from finn.redis import get_redis
+from webhooks.adapters import NormalizedEvent
+from webhooks.models import WebhookEvent
+
+logger = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 5
+PROCESSED_MARKER_SECONDS = 24 * 3600
+EXTENDED_LOCK_TYPES = frozenset({"boost_purchase", "badge_purchase"})
+
+webhook_outcomes_total = Counter("finn_webhook_outcomes_total", "Webhook processing outcomes.", ["provider", "outcome"])
+webhook_fallbacks_total = Counter(
+    "finn_webhook_fallbacks_total", "Webhook processing that fell back because Redis was unavailable.", ["kind"]
+)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    event_pk: int
+    event_id: str
+    status: str  # "accepted" | "duplicate"
+
+
+def webhook_receive(*, provider: str, event: NormalizedEvent, now: datetime) -> Receipt:
+    """Store a verified event once; (re)enqueue it unless it is already processed."""
+    with transaction.atomic(durable=True), connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO webhooks_webhookevent (provider, provider_event_id, event_type, raw_type, occurred_at,"
+            " payload, status, attempts, last_error, next_attempt_at, received_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, 'pending', 0, '', %s, %s)"
+            " ON CONFLICT (provider, provider_event_id) DO NOTHING RETURNING id",
+            [
+                provider,
+                event.event_id,
+                event.event_type,
+                event.raw_type,
+                event.occurred_at,
+                _json(event.data),
+                now,
+                now,
+            ],
+        )
+        row = cursor.fetchone()
+        if row is not None:
+            pk = int(row[0])
+        else:
+            existing = WebhookEvent.objects.select_for_update().get(provider=provider, provider_event_id=event.event_id)
+            pk = existing.pk
+            if existing.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.SKIPPED):
+                return Receipt(event_pk=pk, event_id=event.event_id, status="duplicate")
+            # A failed or dead event delivered again is processed again, not dropped.
+            WebhookEvent.objects.filter(pk=pk).update(status=WebhookEvent.Status.PENDING, next_attempt_at=now)
+        transaction.on_commit(lambda: webhook_enqueue(pk, countdown=0))
+    return Receipt(event_pk=pk, event_id=event.event_id, status="accepted")
+
+
+def _json(data: dict[str, Any]) -> str:
+    import json
+
+    return json.dumps(data, sort_keys=True, default=str)
+
+
+def webhook_enqueue(event_pk: int, *, countdown: float) -> bool:
+    from webhooks.tasks import webhook_process_task
+
+    try:
+        webhook_process_task.apply_async(args=(event_pk,), countdown=countdown, retry=False)
+    except Exception as exc:  # broker down: the sweeper finds the row later
+        logger.warning("webhook enqueue failed", extra={"event_pk": event_pk, "error": type(exc).__name__})
+        return False
+    return True
+
+
+def _lock_ttl(event: WebhookEvent) -> int:
+    custom = (event.payload or {}).get("custom_data") or {}
+    return 60 if custom.get("type") in EXTENDED_LOCK_TYPES else 30
+
+
+def _marker_key(event: WebhookEvent) -> str:
+    return f"webhook:processed:{event.provider}:{event.provider_event_id}"
+
+
+def _advisory_key(event: WebhookEvent) -> int:
+    digest = hashlib.sha256(f"webhook:{event.pk}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+def _execute(event: WebhookEvent, now: datetime) -> str:
+    """Run the handler of a supported type; the caller's transaction holds it."""
+    data = event.payload or {}
+    custom = data.get("custom_data") or {}
+    kind = event.event_type
+    if kind.startswith("subscription."):
+        return billing_services.subscription_apply(
+            event_type=kind, provider=event.provider, occurred_at=event.occurred_at, data=data, now=now
+        )
+    if kind == "payment.completed":
+        payment_id = str(data.get("transaction_id") or event.provider_event_id)
+        purchase = custom.get("type")
+        if purchase == "credit_pack":
+            return card_credit_pack_mint(provider=event.provider, payment_id=payment_id, custom_data=custom, now=now)
+        if purchase == "boost_purchase":
+            months = int(str(custom.get("months") or "0"))
+            member, community = custom.get("member_id"), custom.get("community_id")
+            if not (member and community and months > 0):
+                return "ignored"
+            return billing_services.boost_purchase_record(
+                payment_id=payment_id,
+                member_id=str(member),
+                community_id=str(community),
+                months=months,
+                amount_paid_cents=int(str(data.get("amount_cents") or "0")),
+                now=now,
+            )
+        if purchase == "badge_purchase":
+            member = custom.get("member_id") or custom.get("memberId")
+            if not member:
+                return "ignored"
+            return billing_services.badge_purchase_record(member_id=str(member), payment_id=payment_id, now=now)
+        return billing_services.subscription_payment(
+            succeeded=True, provider=event.provider, occurred_at=event.occurred_at, data=data, now=now
+        )
+    if kind == "payment.failed":
+        return billing_services.subscription_payment(
+            succeeded=False, provider=event.provider, occurred_at=event.occurred_at, data=data, now=now
+        )
+    raise AssertionError(f"no handler for {kind!r}")  # VALIDATE keeps unknown types out
+
+
+def webhook_process(*, event_pk: int, now: datetime | None = None) -> str:
+    """Process one stored event once; returns the outcome word."""
+    now = now or timezone.now()
+    event = WebhookEvent.objects.filter(pk=event_pk).first()
+    if event is None:
+        return "missing"
+    # LOCK first: everything below runs under it.
+    lock = None
+    redis_ok = monitor.available()
+    if redis_ok:
+        try:
+            lock = lock_acquire(
+                key=f"webhook:lock:{event.pk}", fence_key="webhook:lock:fence", ttl_seconds=_lock_ttl(event)
+            )
+            monitor.record_success()
+        except (redis.RedisError, OSError):
+            monitor.record_failure()
+            redis_ok = False
+        if lock is not None and not lock.acquired:
+            return "lock_contention"  # retried later; never reported as done
+    if not redis_ok:
+        webhook_fallbacks_total.labels("postgres_lock").inc()
+        if not local_buckets.hit(f"webhook:{event.event_type}", 10, 1.0).allowed:
+            return "deferred"  # rate-bounded while Redis is lost; the event stays pending
+    try:
+        return _process_locked(event, now=now, use_postgres_lock=not redis_ok)
+    finally:
+        if lock is not None and lock.acquired:
+            with contextlib.suppress(redis.RedisError, OSError):  # else it expires by itself
+                lock_release(key=lock.key, owner=lock.owner)
+
+
+def _process_locked(event: WebhookEvent, *, now: datetime, use_postgres_lock: bool) -> str:
+    # VERIFY 1: Redis processed marker (skipped when Redis is lost).
+    if not use_postgres_lock:
+        try:
+            if get_redis().exists(_marker_key(event)):
+                return "duplicate"
+        except (redis.RedisError, OSError):
+            use_postgres_lock = True
+    try:
+        with transaction.atomic(durable=True):
+            if use_postgres_lock:
+                with connection.cursor() as cursor:
+                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_key(event)])
+                    if not cursor.fetchone()[0]:
+                        return "lock_contention"
+            # VERIFY 2: the row, locked, is the truth.
+            current = WebhookEvent.objects.select_for_update().get(pk=event.pk)
+            if current.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.SKIPPED):
+                outcome = "duplicate"
+            elif not current.event_type:  # VALIDATE: unknown types are recorded, never guessed
+                current.status = WebhookEvent.Status.SKIPPED
+                current.processed_at = now
+                current.save(update_fields=["status", "processed_at"])
+                outcome = "skipped"
+            else:
+                effect = _execute(current, now)  # EXECUTE
+                current.status = WebhookEvent.Status.PROCESSED  # RECORD, same transaction
+                current.processed_at = now
+                current.last_error = "" if effect != "stale" else "older than the last applied event"
+                current.save(update_fields=["status", "processed_at", "last_error"])
+                outcome = "processed" if effect != "stale" else "processed_stale"
+    except Exception as exc:
+        return _record_failure(event, now=now, error=exc)
+    if outcome in ("processed", "processed_stale", "skipped", "duplicate") and not use_postgres_lock:
+        with contextlib.suppress(redis.RedisError, OSError):  # the row already says processed
+            get_redis().set(_marker_key(event), "processed", ex=PROCESSED_MARKER_SECONDS)
+    webhook_outcomes_total.labels(event.provider, outcome).inc()
+    return outcome
+
+
+def _record_failure(event: WebhookEvent, *, now: datetime, error: Exception) -> str:
+    attempts = event.attempts + 1
+    dead = attempts >= MAX_ATTEMPTS
+    delay = 2**attempts
+    WebhookEvent.objects.filter(pk=event.pk).exclude(status=WebhookEvent.Status.PROCESSED).update(
+        status=WebhookEvent.Status.DEAD if dead else WebhookEvent.Status.FAILED,
+        attempts=attempts,
+        last_error=f"{type(error).__name__}: {error}"[:1000],
+        next_attempt_at=None if dead else now + timedelta(seconds=delay),
+    )
+    logger.warning("webhook handler failed", extra={"event_pk": event.pk, "attempt": attempts, "dead": dead})
+    if not dead:
+        webhook_enqueue(event.pk, countdown=delay)
+    outcome = "dead" if dead else "failed"
+    webhook_outcomes_total.labels(event.provider, outcome).inc()
+    return outcome
+
+
+def webhook_replay(*, event_pk: int, now: datetime) -> bool:
+    """Admin replay of a dead (or failed) event: back to pending and enqueued."""
+    changed = WebhookEvent.objects.filter(
+        pk=event_pk, status__in=[WebhookEvent.Status.DEAD, WebhookEvent.Status.FAILED]
+    ).update(status=WebhookEvent.Status.PENDING, attempts=0, next_attempt_at=now)
+    if changed:
+        transaction.on_commit(lambda: webhook_enqueue(event_pk, countdown=0))
+    return bool(changed)
+
+
+def webhook_sweep(*, now: datetime, grace_seconds: int = 30, batch_size: int = 500) -> int:
+    """Re-enqueue pending/failed events whose wake-up was lost (the row is the queue)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "UPDATE webhooks_webhookevent SET next_attempt_at = %s WHERE id IN ("
+            " SELECT id FROM webhooks_webhookevent WHERE status IN ('pending', 'failed')"
+            " AND next_attempt_at <= %s ORDER BY next_attempt_at LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id",
+            [now + timedelta(seconds=120), now - timedelta(seconds=grace_seconds), batch_size],
+        )
+        ids = [int(r[0]) for r in cursor.fetchall()]
+    for pk in ids:
+        webhook_enqueue(pk, countdown=0)
+    return len(ids)

@@ -1,0 +1,25 @@
+"""Celery tasks of the webhooks app."""
+
+from __future__ import annotations
+
+from celery import shared_task
+from django.utils import timezone
+
+RETRY_LATER = {"lock_contention": 5, "deferred": 2}
+
+
+@shared_task(name="webhooks.tasks.webhook_process_task", acks_late=True)
+def webhook_process_task(event_pk: int) -> str:
+    from webhooks.services import webhook_enqueue, webhook_process
+
+    outcome = webhook_process(event_pk=event_pk)
+    if outcome in RETRY_LATER:
+        webhook_enqueue(event_pk, countdown=RETRY_LATER[outcome])
+    return f"{event_pk}: {outcome}"
+
+
+@shared_task(name="webhooks.tasks.webhook_sweep_task")
+def webhook_sweep_task() -> str:
+    from webhooks.services import webhook_sweep
+
+    return f"re-enqueued {webhook_sweep(now=timezone.now())} webhook events"
