@@ -90,8 +90,12 @@ def system_account_id(code: str) -> int:
         raise ValueError(f"unknown system account {code!r}")
     with _system_lock:
         account, _ = Account.objects.get_or_create(code=code, defaults={"kind": AccountKind.SYSTEM, "name": code})
-        _system_ids[code] = account.pk
-    return account.pk
+    # Cache only once the row is committed: if the surrounding transaction
+    # rolls back, a cached id would point at a row that never existed and
+    # every later posting to it would fail at commit.
+    pk = account.pk
+    transaction.on_commit(lambda: _system_ids.__setitem__(code, pk))
+    return pk
 
 
 def system_account_cache_clear() -> None:

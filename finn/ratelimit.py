@@ -93,8 +93,12 @@ def tier_limits(tier: str) -> tuple[int, int]:
     return limits[tier]
 
 
-def rate_limit_hit(*, tier: str, identity: str) -> RateDecision:
-    """Count one request of ``identity`` in ``tier``; atomic in Redis, local if Redis is down."""
+def rate_limit_hit(*, tier: str, identity: str, subsystem: str = "rate_limit") -> RateDecision:
+    """Count one request of ``identity`` in ``tier``; atomic in Redis.
+
+    When Redis is down the degradation row of ``subsystem`` applies: the
+    default falls back to a local token bucket; ``webhooks`` fails closed.
+    """
     limit, window = tier_limits(tier)
     key = f"finn:ratelimit:{tier}:{identity}"
 
@@ -107,7 +111,7 @@ def rate_limit_hit(*, tier: str, identity: str) -> RateDecision:
             allowed=bool(int(allowed)), limit=limit, remaining=max(0, int(remaining)), reset_at=int(reset_ms) / 1000
         )
 
-    return redis_guard("rate_limit", in_redis, fallback=lambda: local_buckets.hit(key, limit, float(window)))
+    return redis_guard(subsystem, in_redis, fallback=lambda: local_buckets.hit(key, limit, float(window)))
 
 
 def client_ip(request: HttpRequest) -> str:

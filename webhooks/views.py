@@ -17,7 +17,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 from prometheus_client import Counter
 
-from finn.degradation import ServiceUnavailable, redis_guard
+from finn.degradation import ServiceUnavailable
 from finn.ratelimit import client_ip, rate_limit_hit
 from webhooks.adapters import (
     InvalidEvent,
@@ -64,7 +64,7 @@ def _receive(
         return _error(413, "payload_too_large", "webhook bodies are limited to 1 MiB")
     # The route needs the distributed lock downstream: fail closed while Redis is down.
     try:
-        decision = redis_guard("webhooks", lambda: rate_limit_hit(tier="webhook", identity=client_ip(request)))
+        decision = rate_limit_hit(tier="webhook", identity=client_ip(request), subsystem="webhooks")
     except ServiceUnavailable:
         return _unavailable()
     if not decision.allowed:

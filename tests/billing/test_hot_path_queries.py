@@ -18,11 +18,14 @@ def test_reserve_takes_four_statements(make_account, now, django_assert_num_quer
 
 
 @pytest.mark.django_db
-def test_commit_takes_four_statements(make_account, now, django_assert_num_queries) -> None:
+def test_commit_takes_four_statements(
+    make_account, now, django_assert_num_queries, django_capture_on_commit_callbacks
+) -> None:
     # given
     funded = make_account(10_000)
     entry_id = services.entry_reserve(account_id=funded.pk, estimated_cost=100, correlation_id="c", now=now).entry.id
-    services.system_account_id(services.SYSTEM_REVENUE)  # cached per process after first use
+    with django_capture_on_commit_callbacks(execute=True):
+        services.system_account_id(services.SYSTEM_REVENUE)  # cached per process once committed
     # when / then: UPDATE entry (CAS), UPDATE account, INSERT journal+postings (one CTE),
     # INSERT audit; plus SAVEPOINT/RELEASE.
     with django_assert_num_queries(6):

@@ -251,3 +251,25 @@ def test_commit_continues_to_finalize_pending_when_an_upstream_is_configured(mak
         AuditEvent.objects.filter(billing_entry_id=entry_id).order_by("sequence").values_list("event_type", flat=True)
     )
     assert events == ["billing_reserve", "billing_commit", "billing_finalize_pending"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_rolled_back_first_use_of_a_system_account_is_not_cached(make_account) -> None:
+    # given: the first mint of the process fails (unknown account) after creating the treasury row
+    services.system_account_cache_clear()
+    from billing.models import Account
+
+    Account.objects.filter(kind="system").delete()
+    from django.utils import timezone
+
+    with pytest.raises(services.AccountNotFound):
+        services.account_credit_mint(
+            account_id=999_999_999, amount=10, idempotency_key="k-fail", correlation_id="c", now=timezone.now()
+        )
+    # when: the next mint runs
+    funded = make_account(0)
+    result = services.account_credit_mint(
+        account_id=funded.pk, amount=10, idempotency_key="k-ok", correlation_id="c", now=timezone.now()
+    )
+    # then: it commits (no stale treasury id)
+    assert result.balance.available == 10
