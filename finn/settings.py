@@ -315,7 +315,7 @@ RATE_LIMITS = {
     "x402": _rate("RATE_LIMIT_X402", "30/60"),  # per paying wallet
     "challenge": _rate("RATE_LIMIT_CHALLENGE", "120/60"),  # per IP, sign-in challenges
     "api_key": _rate("RATE_LIMIT_API_KEY", "60/60"),  # per API key
-    "webhook": _rate("RATE_LIMIT_WEBHOOK", "1000/60"),  # per IP, provider deliveries
+    "webhook": _rate("RATE_LIMIT_WEBHOOK", "15000/60"),  # per IP: providers deliver bursts from few IPs
 }
 
 # Delay before retry n (1-based) of a failed finalize attempt, in seconds.
