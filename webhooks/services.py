@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import redis
+from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client import Counter
@@ -107,8 +108,10 @@ def webhook_enqueue(event_pk: int, *, countdown: float) -> bool:
 
 
 def _lock_ttl(event: WebhookEvent) -> int:
+    """30 s, doubled for boost and badge purchases (their handlers do more)."""
     custom = (event.payload or {}).get("custom_data") or {}
-    return 60 if custom.get("type") in EXTENDED_LOCK_TYPES else 30
+    base: int = settings.WEBHOOK_LOCK_SECONDS
+    return 2 * base if custom.get("type") in EXTENDED_LOCK_TYPES else base
 
 
 def _marker_key(event: WebhookEvent) -> str:
