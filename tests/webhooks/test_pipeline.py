@@ -251,12 +251,16 @@ def test_health_security_is_ok_with_both_up() -> None:
     assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)
 def test_handlers_refuse_to_run_outside_a_transaction() -> None:
     # the original ran handlers query by query; ours need the pipeline's transaction
     from billing import services
 
     with pytest.raises(RuntimeError, match="inside the caller's transaction"):
         services.subscription_apply(
-            event_type="subscription.created", provider="paddle", occurred_at=timezone.now(), data={}, now=timezone.now()
+            event_type="subscription.created",
+            provider="paddle",
+            occurred_at=timezone.now(),
+            data={},
+            now=timezone.now(),
         )
