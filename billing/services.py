@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import threading
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
@@ -78,7 +77,6 @@ SYSTEM_ACCOUNT_CODES = (SYSTEM_REVENUE, TREASURY_USDC_RECEIVED, SYSTEM_CREDIT_NO
 # --- system accounts ----------------------------------------------------------
 
 _system_ids: dict[str, int] = {}
-_system_lock = threading.Lock()
 
 
 def system_account_id(code: str) -> int:
@@ -88,8 +86,10 @@ def system_account_id(code: str) -> int:
         return cached
     if code not in SYSTEM_ACCOUNT_CODES:
         raise ValueError(f"unknown system account {code!r}")
-    with _system_lock:
-        account, _ = Account.objects.get_or_create(code=code, defaults={"kind": AccountKind.SYSTEM, "name": code})
+    # No Python lock around this: a thread holding one while its INSERT waits
+    # for another transaction's uncommitted row deadlocks with that transaction
+    # (seen in a test). The unique code makes get_or_create race-safe.
+    account, _ = Account.objects.get_or_create(code=code, defaults={"kind": AccountKind.SYSTEM, "name": code})
     # Cache only once the row is committed: if the surrounding transaction
     # rolls back, a cached id would point at a row that never existed and
     # every later posting to it would fail at commit.
@@ -302,6 +302,22 @@ def _account_apply(
     return balance
 
 
+def _credit_available(*, account_id: int, amount: int) -> Balance:
+    """Add a credit to available, refusing a balance past the largest bigint."""
+    balance = _account_apply(
+        account_id=account_id,
+        available_delta=amount,
+        held_delta=0,
+        guard_sql="available <= %s",
+        guard_params=(MAX_AMOUNT - amount,),
+    )
+    if balance is None:
+        if not Account.objects.filter(pk=account_id).exclude(kind=AccountKind.SYSTEM).exists():
+            raise AccountNotFound(f"account {account_id} not found")
+        raise InvalidRequest("the balance would exceed the largest representable amount", reason="amount_too_large")
+    return balance
+
+
 def _account_balance(account_id: int) -> Balance:
     row = Account.objects.filter(pk=account_id).values_list("available", "held", "version").first()
     if row is None:
@@ -506,17 +522,7 @@ def _account_credit_mint_body(
         idempotency_key=idempotency_key,
         now=now,
     )
-    balance = _account_apply(
-        account_id=account_id,
-        available_delta=amount,
-        held_delta=0,
-        guard_sql="available <= %s",
-        guard_params=(MAX_AMOUNT - amount,),
-    )
-    if balance is None:
-        if not Account.objects.filter(pk=account_id).exclude(kind=AccountKind.SYSTEM).exists():
-            raise AccountNotFound(f"account {account_id} not found")
-        raise InvalidRequest("the balance would exceed the largest representable amount", reason="amount_too_large")
+    balance = _credit_available(account_id=account_id, amount=amount)
     audit_append(
         event_type="credit_mint",
         payload={"account_id": str(account_id), "amount": str(amount), "journal_entry_id": str(journal_id)},
@@ -1195,15 +1201,7 @@ def credit_mint_from_usdc(
         rounding_direction=RoundingDirection.FLOOR,
         now=now,
     )
-    balance = _account_apply(
-        account_id=account_id,
-        available_delta=credited,
-        held_delta=0,
-        guard_sql="available <= %s",
-        guard_params=(MAX_AMOUNT - credited,),
-    )
-    if balance is None:
-        raise AccountNotFound(f"account {account_id} not found")
+    balance = _credit_available(account_id=account_id, amount=credited)
     audit_append(
         event_type="credit_mint",
         payload={

@@ -3,21 +3,19 @@ after a restart the event is processed exactly once."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection, connections
+from django.db import connections
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from billing.models import Account
+from tests.faults.celery_worker import start_worker
 from tests.webhooks.helpers import SECRETS, paddle_event, post_paddle
 from webhooks.models import WebhookEvent
 from webhooks.services import webhook_sweep
@@ -26,37 +24,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(log: Path) -> subprocess.Popen[bytes]:
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "finn.settings_test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "WEBHOOK_LOCK_SECONDS": "2",
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "finn",
-            "worker",
-            "-P",
-            "solo",
-            "-c",
-            "1",
-            "-l",
-            "INFO",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    return start_worker(log, WEBHOOK_LOCK_SECONDS="2")
 
 
 @pytest.mark.django_db(transaction=True)

@@ -3,18 +3,14 @@ delay finalization but never lose it (the entries table is the queue)."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.test import override_settings
 from django.utils import timezone
 
@@ -25,43 +21,13 @@ from billing.states import EntryState
 from finn.models import AuditEvent
 from finn.redis import get_redis
 from tests.fakes import Upstream, fake_upstream
+from tests.faults.celery_worker import start_worker
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _worker(upstream: Upstream, log: Path) -> subprocess.Popen[bytes]:
-    db = connection.settings_dict
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "finn.settings_test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "FINALIZE_URL": upstream.url,
-        "FINALIZE_LOCK_TTL_SECONDS": "2",
-    }
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "finn",
-            "worker",
-            "-P",
-            "solo",
-            "-c",
-            "1",
-            "-l",
-            "INFO",
-            "--without-heartbeat",
-            "--without-gossip",
-            "--without-mingle",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=log.open("ab"),
-        stderr=subprocess.STDOUT,
-    )
+    return start_worker(log, FINALIZE_URL=upstream.url, FINALIZE_LOCK_TTL_SECONDS="2")
 
 
 def _wait_for(predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
