@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 
 from django.db import connection
 
+from billing.cache import daily_cache_read
 from billing.errors import AccountNotFound, EntryNotFound, InvalidEntryId
 from billing.models import Account, BillingEntry, DailySpend
 from billing.results import Balance
@@ -61,7 +62,9 @@ class AgentBudget:
 def agent_budget(*, account_id: int, now: datetime, scope_account_id: int | None) -> AgentBudget:
     """Today's (UTC) cap, spend, holds and refill state of an agent account.
 
-    Read from PostgreSQL, the cap's truth: one indexed row.
+    Spend and holds come from the Redis daily cache, or from PostgreSQL (the
+    cap's truth) on a miss or while Redis is down. Display only: the cap
+    itself is always checked against PostgreSQL in the reserve transaction.
     """
     account = (
         Account.objects.filter(pk=account_id, kind="agent").values("available", "daily_cap", "refill_threshold").first()
@@ -69,10 +72,11 @@ def agent_budget(*, account_id: int, now: datetime, scope_account_id: int | None
     if account is None or (scope_account_id is not None and scope_account_id != account_id):
         raise AccountNotFound(f"agent {account_id} not found")
     day = now.astimezone(UTC).date()
-    spend = DailySpend.objects.filter(account_id=account_id, day=day).values("spent", "held").first() or {
-        "spent": 0,
-        "held": 0,
-    }
+    cached = daily_cache_read(account_id, day)
+    if cached is None:
+        row = DailySpend.objects.filter(account_id=account_id, day=day).values_list("spent", "held").first()
+        cached = {"spent": row[0], "held": row[1]} if row else {"spent": 0, "held": 0}
+    spend = cached
     cap = account["daily_cap"]
     threshold = account["refill_threshold"]
     return AgentBudget(
@@ -86,6 +90,24 @@ def agent_budget(*, account_id: int, now: datetime, scope_account_id: int | None
         refill_threshold=threshold,
         needs_refill=threshold is not None and account["available"] < threshold,
     )
+
+
+# Balance rows that differ from the sum of their postings (µUSD): the one
+# query behind ledger_check and rebuild_balances.
+BALANCE_DIFF_SQL = """
+WITH sums AS (
+    SELECT account_id,
+           COALESCE(SUM(delta) FILTER (WHERE bucket = 'available'), 0) AS available,
+           COALESCE(SUM(delta) FILTER (WHERE bucket = 'held'), 0) AS held
+      FROM billing_posting
+     WHERE denomination = 'micro_usd'
+     GROUP BY account_id
+)
+SELECT a.id, a.available, a.held, COALESCE(s.available, 0), COALESCE(s.held, 0)
+  FROM billing_account a LEFT JOIN sums s ON s.account_id = a.id
+ WHERE a.kind <> 'system'
+   AND (a.available <> COALESCE(s.available, 0) OR a.held <> COALESCE(s.held, 0))
+ ORDER BY a.id"""
 
 
 @dataclass
@@ -135,25 +157,7 @@ def ledger_check(*, limit: int = 100) -> LedgerCheckReport:
             "SELECT denomination, SUM(delta) FROM billing_posting GROUP BY denomination HAVING SUM(delta) <> 0"
         )
         report.unbalanced_denominations = [(r[0], int(r[1])) for r in cursor.fetchall()]
-        cursor.execute(
-            """
-            WITH sums AS (
-                SELECT account_id,
-                       COALESCE(SUM(delta) FILTER (WHERE bucket = 'available'), 0) AS available,
-                       COALESCE(SUM(delta) FILTER (WHERE bucket = 'held'), 0) AS held
-                  FROM billing_posting
-                 WHERE denomination = 'micro_usd'
-                 GROUP BY account_id
-            )
-            SELECT a.id, a.available, a.held, COALESCE(s.available, 0), COALESCE(s.held, 0)
-              FROM billing_account a LEFT JOIN sums s ON s.account_id = a.id
-             WHERE a.kind <> 'system'
-               AND (a.available <> COALESCE(s.available, 0) OR a.held <> COALESCE(s.held, 0))
-             ORDER BY a.id
-             LIMIT %s
-            """,
-            [limit],
-        )
+        cursor.execute(BALANCE_DIFF_SQL + " LIMIT %s", [limit])
         for account_id, available, held, posted_available, posted_held in cursor.fetchall():
             if available != posted_available:
                 report.balance_mismatches.append((account_id, "available", int(available), int(posted_available)))

@@ -56,6 +56,7 @@ from billing.models import (
     RoundingDirection,
 )
 from billing.results import Balance, EntryResult, MintResult
+from billing.selectors import account_balance
 from billing.states import EntryState, ReleaseReason, sources_of
 from finn.audit import AuditRecord, audit_append, audit_append_many
 from finn.db import violates
@@ -318,13 +319,6 @@ def _credit_available(*, account_id: int, amount: int) -> Balance:
     return balance
 
 
-def _account_balance(account_id: int) -> Balance:
-    row = Account.objects.filter(pk=account_id).values_list("available", "held", "version").first()
-    if row is None:
-        raise AccountNotFound(f"account {account_id} not found")
-    return _balance_from_row(account_id, row)
-
-
 def _money(value: int | None) -> str | None:
     return None if value is None else str(value)
 
@@ -574,7 +568,7 @@ def account_credit_mint(
         raise IdempotencyKeyReused(
             "this idempotency key was used for a different credit", idempotency_key=idempotency_key
         )
-    return MintResult(journal_entry_id=first.pk, balance=_account_balance(account_id), replayed=True)
+    return MintResult(journal_entry_id=first.pk, balance=account_balance(account_id=account_id), replayed=True)
 
 
 # --- billing entries ----------------------------------------------------------
@@ -619,7 +613,7 @@ def _entry_reserve_txn(
         guard_params=(estimated_cost, account_id, exposure_limit),
     )
     if balance is None:
-        current = _account_balance(account_id)  # raises AccountNotFound
+        current = account_balance(account_id=account_id)  # raises AccountNotFound
         if Account.objects.filter(pk=account_id, reserves_frozen=True).exists():
             raise AccountFrozen("new reserves on this account are frozen; contact support")
         exposure = _finalize_exposure(account_id)
@@ -702,7 +696,7 @@ def entry_reserve(
         raise IdempotencyKeyReused(
             "this idempotency key was used for a reserve of a different amount", idempotency_key=idempotency_key
         )
-    return EntryResult(entry=first, balance=_account_balance(account_id), replayed=True)
+    return EntryResult(entry=first, balance=account_balance(account_id=account_id), replayed=True)
 
 
 class _CapOvershoot(Exception):
@@ -846,7 +840,7 @@ def entry_finalize_request(*, entry_id: str, now: datetime) -> EntryResult:
     for entries committed while none was.
     """
     entry = _entry_mark_finalize_pending(entry_id=entry_id, now=now)
-    return EntryResult(entry=entry, balance=_account_balance(entry.account_id))
+    return EntryResult(entry=entry, balance=account_balance(account_id=entry.account_id))
 
 
 @counted("release")
@@ -970,7 +964,7 @@ def entry_finalize_ack(
         reason=reason.strip(),
         extra={"upstream_response_status": response_status, "manual": manual},
     )
-    return EntryResult(entry=entry, balance=_account_balance(entry.account_id))
+    return EntryResult(entry=entry, balance=account_balance(account_id=entry.account_id))
 
 
 @counted("finalize_fail")
@@ -996,7 +990,7 @@ def entry_finalize_fail(
         reason=reason,
         extra={"attempt": attempt, "reason": reason[:1000]},
     )
-    return EntryResult(entry=entry, balance=_account_balance(entry.account_id))
+    return EntryResult(entry=entry, balance=account_balance(account_id=entry.account_id))
 
 
 @counted("finalize_reschedule")
@@ -1181,8 +1175,7 @@ def credit_mint_from_usdc(
     +µUSDC, FX clearing -µUSD / account +µUSD, so each denomination sums to
     zero. µUSD is rounded down (never credit more than was paid).
     """
-    if not transaction.get_connection().in_atomic_block:
-        raise RuntimeError("credit_mint_from_usdc must run inside the caller's transaction")
+    _require_transaction("credit_mint_from_usdc")
     _validate_amount("amount_micro_usdc", amount_micro_usdc)
     credited = int((Decimal(amount_micro_usdc) * usd_per_usdc).to_integral_value(rounding=ROUND_FLOOR))
     _validate_amount("credited", credited)

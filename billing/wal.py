@@ -27,6 +27,7 @@ from typing import Any
 
 from django.db import connection, transaction
 
+from billing.selectors import BALANCE_DIFF_SQL
 from finn.audit import AuditRecord, audit_append_many, canonical_json
 from finn.locks import AdvisoryLock, drain_batches
 from finn.redis import get_redis
@@ -372,21 +373,6 @@ class RebuildReport:
     seconds: float = 0.0
 
 
-_SHADOW_DIFF = """
-WITH shadow AS (
-    SELECT account_id,
-           COALESCE(SUM(delta) FILTER (WHERE bucket = 'available'), 0) AS available,
-           COALESCE(SUM(delta) FILTER (WHERE bucket = 'held'), 0) AS held
-      FROM billing_posting WHERE denomination = 'micro_usd' GROUP BY account_id
-)
-SELECT a.id, a.available, a.held, COALESCE(s.available, 0), COALESCE(s.held, 0)
-  FROM billing_account a LEFT JOIN shadow s ON s.account_id = a.id
- WHERE a.kind <> 'system'
-   AND (a.available <> COALESCE(s.available, 0) OR a.held <> COALESCE(s.held, 0))
- ORDER BY a.id
-"""
-
-
 def rebuild_balances(*, repair: bool = False, actor: str = "rebuild_balances", now: datetime) -> RebuildReport:
     """Recompute every balance from postings (a shadow) and diff with the live rows.
 
@@ -400,14 +386,18 @@ def rebuild_balances(*, repair: bool = False, actor: str = "rebuild_balances", n
         report.accounts = int(cursor.fetchone()[0])
         if repair:
             cursor.execute("LOCK TABLE billing_account IN SHARE ROW EXCLUSIVE MODE")
-        cursor.execute(_SHADOW_DIFF)
+        cursor.execute(BALANCE_DIFF_SQL)
         report.differences = [tuple(int(v) for v in row) for row in cursor.fetchall()]  # type: ignore[misc]
         if repair and report.differences:
-            for account_id, _, _, available, held in report.differences:
-                cursor.execute(
-                    "UPDATE billing_account SET available = %s, held = %s, version = version + 1 WHERE id = %s",
-                    [available, held, account_id],
-                )
+            cursor.execute(
+                "UPDATE billing_account a SET available = v.available, held = v.held, version = a.version + 1"
+                " FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS v(id, available, held) WHERE a.id = v.id",
+                [
+                    [d[0] for d in report.differences],
+                    [d[3] for d in report.differences],
+                    [d[4] for d in report.differences],
+                ],
+            )
             audit_append_many(
                 [
                     AuditRecord(

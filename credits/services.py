@@ -15,9 +15,10 @@ from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
 from billing.models import Account, AccountKind
-from billing.services import account_create
+from billing.services import account_create, account_credit_mint_in_transaction
 from credits.metrics import nonce_cleanup_duration_seconds, nonce_replays_total, nonces_deleted_total
 from credits.models import AgentWallet, ApiKey
+from credits.units import Rounding, cu_to_micro_usd
 from finn.db import violates
 from finn.errors import InvalidRequest
 
@@ -187,9 +188,6 @@ CARD_PACKS = {500, 1000, 2500}  # credit units
 
 def card_credit_pack_mint(*, provider: str, payment_id: str, custom_data: dict[str, Any], now: datetime) -> str:
     """Mint a pack paid by card, once per provider payment; runs in the webhook's transaction."""
-    from billing.services import account_credit_mint_in_transaction
-    from credits.units import Rounding, cu_to_micro_usd
-
     try:
         account_id = int(str(custom_data.get("account_id")))
         pack_size = int(str(custom_data.get("pack_size")))

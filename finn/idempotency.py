@@ -119,10 +119,16 @@ def idempotency_key_cleanup(*, now: datetime, batch_size: int = 5000, max_batche
     cutoff = now - timedelta(hours=settings.IDEMPOTENCY_KEY_RETENTION_HOURS)
     deleted = 0
     for _ in range(max_batches):
-        ids = list(IdempotencyKey.objects.filter(created_at__lt=cutoff).values_list("pk", flat=True)[:batch_size])
-        if not ids:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DELETE FROM finn_idempotencykey WHERE id IN"
+                " (SELECT id FROM finn_idempotencykey WHERE created_at < %s LIMIT %s)",
+                [cutoff, batch_size],
+            )
+            count = cursor.rowcount
+        deleted += count
+        if count < batch_size:
             break
-        deleted += IdempotencyKey.objects.filter(pk__in=ids).delete()[0]
     return deleted
 
 

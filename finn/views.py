@@ -7,6 +7,7 @@ import logging
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.http import require_GET
+from prometheus_client import Counter
 
 from finn.redis import get_redis
 
@@ -43,6 +44,11 @@ def health(request: HttpRequest) -> JsonResponse:
     )
 
 
+def _counter_total(counter: Counter) -> float:
+    """Sum of a counter over all its labels, through the public collect() API."""
+    return sum(s.value for metric in counter.collect() for s in metric.samples if s.name.endswith("_total"))
+
+
 @require_GET
 def health_security(request: HttpRequest) -> JsonResponse:
     """Dependencies of the fail-closed routes: 503 naming the one that is down."""
@@ -64,13 +70,9 @@ def health_security(request: HttpRequest) -> JsonResponse:
         "checks": checks,
         "redis_monitor": redis_state,
         "counters": {
-            "fail_closed_503_total": fail_closed_total._value.get(),
-            "webhook_fallbacks_total": sum(
-                s.value for m in webhook_fallbacks_total.collect() for s in m.samples if s.name.endswith("_total")
-            ),
-            "degraded_total": sum(
-                s.value for m in degraded_total.collect() for s in m.samples if s.name.endswith("_total")
-            ),
+            "fail_closed_503_total": _counter_total(fail_closed_total),
+            "webhook_fallbacks_total": _counter_total(webhook_fallbacks_total),
+            "degraded_total": _counter_total(degraded_total),
         },
     }
     return JsonResponse(body, status=200 if healthy else 503)

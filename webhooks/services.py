@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -91,8 +92,6 @@ def webhook_receive(*, provider: str, event: NormalizedEvent, now: datetime) -> 
 
 
 def _json(data: dict[str, Any]) -> str:
-    import json
-
     return json.dumps(data, sort_keys=True, default=str)
 
 

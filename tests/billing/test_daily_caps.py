@@ -257,16 +257,23 @@ def test_daily_cache_follows_commits_expires_at_midnight_and_is_repaired() -> No
 
 
 @pytest.mark.django_db
-def test_budget_reads_postgres_when_redis_is_down(make_account) -> None:
-    # given
+def test_budget_reads_the_cache_and_postgres_when_redis_is_down(make_account) -> None:
+    # given: the row says held 1_000; the cache is made to say 7 so the two sources differ
     from django.test import Client, override_settings
+
+    from billing.cache import daily_cache_key
+    from finn.redis import get_redis
 
     agent = _agent(cap=5_000)
     key = api_key_create(account=agent, now=timezone.now()).secret
     services.entry_reserve(account_id=agent.pk, estimated_cost=1_000, correlation_id="c", now=timezone.now())
+    get_redis().hset(daily_cache_key(agent.pk, timezone.now().date()), mapping={"spent": "0", "held": "7"})
+    client = Client(headers={"Authorization": f"Bearer {key}"})
     # when
+    cached = client.get(f"/api/v1/agents/{agent.pk}/budget")
     with override_settings(REDIS_URL="redis://127.0.0.1:1/0"):
-        response = Client(headers={"Authorization": f"Bearer {key}"}).get(f"/api/v1/agents/{agent.pk}/budget")
+        fallback = client.get(f"/api/v1/agents/{agent.pk}/budget")
     # then
-    assert response.status_code == 200
-    assert response.json()["held_today"] == 1_000
+    assert cached.json()["held_today"] == 7  # read from Redis
+    assert fallback.status_code == 200
+    assert fallback.json()["held_today"] == 1_000  # read from PostgreSQL

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from billing import services
 from billing.states import EntryState
 from finn.redis import get_redis
 from tests.conftest import post_json
@@ -85,4 +84,3 @@ def test_reserve_over_the_backlog_is_402_finalize_backlog(make_account, now) -> 
     # then
     assert response.status_code == 402
     assert response.json()["code"] == "finalize_backlog"
-    assert services.MAX_AMOUNT
