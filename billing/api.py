@@ -17,7 +17,7 @@ from billing import selectors, services
 from billing.errors import AccountNotFound
 from billing.finalize import finalize_health
 from billing.models import BillingEntry
-from billing.results import Balance, EntryResult
+from billing.results import Balance, EntryResult, PurchaseResult
 from billing.states import ReleaseReason
 from billing.tasks import finalize_bulk_replay_task
 from finn.auth import Principal
@@ -382,3 +382,97 @@ class FinalizeHealthApi(APIView):
             "healthy": health.healthy,
         }
         return Response(body, status=200 if health.healthy else 503)
+
+
+class MemberPurchaseOutput(serializers.Serializer):
+    kind = serializers.CharField(help_text="boost or badge")
+    payment_id = serializers.CharField(help_text="credit:<journal entry id>")
+    amount = serializers.IntegerField(help_text="µUSD charged from available credit")
+    expires_at = serializers.DateTimeField(allow_null=True, help_text="boosts: when this bundle ends")
+    balance = BalanceOutput()
+
+
+_PURCHASE_ERRORS = {
+    201: MemberPurchaseOutput,
+    402: OpenApiResponse(ErrorSerializer, description="insufficient_funds or daily_cap_exceeded"),
+    409: OpenApiResponse(ErrorSerializer, description="purchase_in_progress, already_purchased, request_in_progress"),
+    422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
+    503: OpenApiResponse(ErrorSerializer, description="dependency_unavailable (Redis down; Retry-After: 30)"),
+    **_ERRORS,
+}
+
+
+def _purchase_response(result: PurchaseResult) -> Response:
+    body = {
+        "kind": result.kind,
+        "payment_id": result.payment_id,
+        "amount": result.amount,
+        "expires_at": _timestamp(result.expires_at) if result.expires_at else None,
+        "balance": _balance_data(result.balance),
+    }
+    headers = {"Idempotent-Replayed": "true"} if result.replayed else None
+    return Response(body, status=status.HTTP_201_CREATED, headers=headers)
+
+
+class BoostPurchaseApi(APIView):
+    class BoostInput(serializers.Serializer):
+        member_id = TokenField()
+        community_id = TokenField()
+        months = StrictIntegerField(help_text="bundle: 1, 3, 6 or 12 months (499, 1347, 2394, 4190 cents)")
+
+    @extend_schema(
+        operation_id="billing_boost_purchase",
+        summary="Buy a community boost from prepaid credit (stacks after the member's active boost)",
+        request=BoostInput,
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+        responses=_PURCHASE_ERRORS,
+    )
+    def post(self, request: Request) -> Response:
+        principal = _principal(request)
+        serializer = self.BoostInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+
+        def buy(key: str | None) -> Response:
+            return _purchase_response(
+                services.boost_purchase_with_credit(
+                    account_id=principal.account_id,
+                    member_id=data["member_id"],
+                    community_id=data["community_id"],
+                    months=data["months"],
+                    idempotency_key=key,
+                    now=timezone.now(),
+                )
+            )
+
+        return run_idempotent(request, account_id=principal.account_id, scope="billing.boost", handler=buy)
+
+
+class BadgePurchaseApi(APIView):
+    class BadgeInput(serializers.Serializer):
+        member_id = TokenField()
+
+    @extend_schema(
+        operation_id="billing_badge_purchase",
+        summary="Buy a member's badge from prepaid credit (one per member)",
+        request=BadgeInput,
+        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+        responses=_PURCHASE_ERRORS,
+    )
+    def post(self, request: Request) -> Response:
+        principal = _principal(request)
+        serializer = self.BadgeInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+
+        def buy(key: str | None) -> Response:
+            return _purchase_response(
+                services.badge_purchase_with_credit(
+                    account_id=principal.account_id,
+                    member_id=data["member_id"],
+                    idempotency_key=key,
+                    now=timezone.now(),
+                )
+            )
+
+        return run_idempotent(request, account_id=principal.account_id, scope="billing.badge", handler=buy)

@@ -79,3 +79,19 @@ class AccountFrozen(DomainError):
 
     code = "account_frozen"
     status = 403
+
+
+class AlreadyPurchased(Conflict):
+    """One badge per member: a second purchase is refused before any charge."""
+
+    code = "already_purchased"
+
+
+class PurchaseInProgress(Conflict):
+    """Another purchase for this member holds the distributed lock."""
+
+    code = "purchase_in_progress"
+
+    def __init__(self, message: str, **extra: object) -> None:
+        super().__init__(message, **extra)
+        self.headers["Retry-After"] = "1"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 from billing.models import BillingEntry
 
@@ -28,4 +29,17 @@ class EntryResult:
 class MintResult:
     journal_entry_id: int
     balance: Balance
+    replayed: bool = False
+
+
+@dataclass(frozen=True)
+class PurchaseResult:
+    """A boost or badge paid from prepaid credit."""
+
+    kind: str  # "boost" | "badge"
+    payment_id: str  # "credit:<journal entry id>"
+    journal_entry_id: int
+    amount: int  # µUSD charged
+    balance: Balance
+    expires_at: datetime | None = None  # boosts only
     replayed: bool = False

@@ -292,6 +292,8 @@ def _apply(pipe: Any, envelope: dict[str, Any]) -> bool:
             pipe.decr(PENDING_COUNT_KEY)
     elif event == "credit_mint":
         move(int(payload["amount"]), 0)
+    elif event == "credit_spend":
+        move(-int(payload["amount"]), 0)
     elif event in ("billing_reconciliation", "billing_balance_repair"):
         pass  # recorded for the audit trail; no billing state to rebuild
     else:

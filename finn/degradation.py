@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import redis
+from django.conf import settings
 from prometheus_client import Counter
 
 from finn.breaker import breaker_state
@@ -52,6 +53,8 @@ DEGRADATION: dict[str, Degradation] = {
     "agent_daily_cache": Degradation(Mode.DB_FALLBACK),
     # Webhooks need their distributed lock: the provider retries later.
     "webhooks": Degradation(Mode.FAIL_CLOSED, 503),
+    # Boost and badge purchases take a per-member distributed lock: refuse them.
+    "purchase_lock": Degradation(Mode.FAIL_CLOSED, 503),
 }
 
 degraded_total = Counter(
@@ -68,6 +71,28 @@ class ServiceUnavailable(DomainError):
         self.headers["Retry-After"] = "30"
 
 
+fail_closed_total = Counter(
+    "finn_fail_closed_503_total", "503s served because a lock dependency (Redis) is down.", ["subsystem"]
+)
+
+
+lock_fallbacks_total = Counter(
+    "finn_lock_fallbacks_total",
+    "Work that fell back from the Redis lock (to a PostgreSQL advisory lock, say) because Redis was unavailable.",
+    ["subsystem", "kind"],
+)
+
+
+class LockDependencyUnavailable(ServiceUnavailable):
+    """A route that needs the distributed lock while Redis is down: retry in 30 s."""
+
+    code = "dependency_unavailable"
+
+    def __init__(self, subsystem: str = "") -> None:
+        super().__init__("Service temporarily unavailable", retry_after=30)
+        fail_closed_total.labels(subsystem or "unknown").inc()
+
+
 class AuthenticationUnavailable(DomainError):
     code = "authentication_failed"
     status = 401
@@ -82,9 +107,9 @@ _FAIL_CLOSED_ERRORS: dict[int, Callable[[], DomainError]] = {
 class RedisHealthMonitor:
     """CLOSED → OPEN after ``threshold`` consecutive failures; one probe after ``cooldown``."""
 
-    def __init__(self, *, threshold: int = 3, cooldown_seconds: float = 30.0) -> None:
+    def __init__(self, *, threshold: int = 3, cooldown_seconds: float | None = None) -> None:
         self.threshold = threshold
-        self.cooldown_seconds = cooldown_seconds
+        self._cooldown_seconds = cooldown_seconds
         self._lock = threading.Lock()
         self._state = "CLOSED"
         self._failures = 0
@@ -96,6 +121,13 @@ class RedisHealthMonitor:
             logger.warning("redis health state change", extra={"from_state": self._state, "to_state": state})
             self._state = state
         breaker_state.labels("redis").set({"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}[state])
+
+    @property
+    def cooldown_seconds(self) -> float:
+        """30 s unless given or set by REDIS_HEALTH_COOLDOWN_SECONDS."""
+        if self._cooldown_seconds is not None:
+            return self._cooldown_seconds
+        return float(getattr(settings, "REDIS_HEALTH_COOLDOWN_SECONDS", 30.0))
 
     @property
     def state(self) -> str:
@@ -140,10 +172,16 @@ class RedisHealthMonitor:
 monitor = RedisHealthMonitor()
 
 
+# Subsystems whose refusal is the lock routes' 503 (code dependency_unavailable).
+LOCK_SUBSYSTEMS = frozenset({"webhooks", "purchase_lock"})
+
+
 def _degrade(subsystem: str, fallback: Callable[[], T] | None) -> T:
     rule = DEGRADATION[subsystem]
     degraded_total.labels(subsystem).inc()
     if rule.mode is Mode.FAIL_CLOSED:
+        if subsystem in LOCK_SUBSYSTEMS:
+            raise LockDependencyUnavailable(subsystem)
         raise _FAIL_CLOSED_ERRORS[rule.status or 503]()
     if fallback is None:
         raise RuntimeError(f"{subsystem} degrades to {rule.mode} but no fallback was given")

@@ -42,6 +42,8 @@ try:
     DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/finn")
     REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0") or ""
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
+    # Redis health monitor: OPEN after 3 consecutive failures, one probe after this.
+    REDIS_HEALTH_COOLDOWN_SECONDS = env_int("REDIS_HEALTH_COOLDOWN_SECONDS", 30, minimum=1)
     # Upstream ledger that committed entries are finalized with. Empty: entries
     # stay COMMITTED (see billing.services.entry_commit).
     FINALIZE_URL = env_str("FINALIZE_URL", "") or ""
@@ -359,6 +361,8 @@ try:
     USD_USDC_RATE = Decimal(env_str("USD_USDC_RATE", "1.0") or "1.0")
     if not USD_USDC_RATE.is_finite() or USD_USDC_RATE <= 0:
         raise ConfigurationError("USD_USDC_RATE must be a positive decimal")
+    # A member badge bought from prepaid credit (µUSD; default 4.99 USD).
+    BADGE_PRICE_MICRO_USD = env_int("BADGE_PRICE_MICRO_USD", 4_990_000, minimum=1)
     _pricing_json = env_json("FINN_MODEL_PRICING_JSON", None)
     # µUSD per million tokens (input, output) by model.
     MODEL_PRICING = default_pricing() if _pricing_json is None else parse_model_pricing(_pricing_json)

@@ -23,6 +23,8 @@ api_v1 = [
     ),
     path("billing/finalize/replay", billing_api.FinalizeReplayApi.as_view(), name="billing-finalize-replay"),
     path("billing/finalize/health", billing_api.FinalizeHealthApi.as_view(), name="billing-finalize-health"),
+    path("billing/boosts", billing_api.BoostPurchaseApi.as_view(), name="billing-boost-purchase"),
+    path("billing/badges", billing_api.BadgePurchaseApi.as_view(), name="billing-badge-purchase"),
     path("models", credits_api.ModelListApi.as_view(), name="models"),
     path("auth/nonce", credits_api.AuthNonceApi.as_view(), name="auth-nonce"),
     path("auth/verify", credits_api.AuthVerifyApi.as_view(), name="auth-verify"),

@@ -52,9 +52,7 @@ def _counter_total(counter: Counter) -> float:
 @require_GET
 def health_security(request: HttpRequest) -> JsonResponse:
     """Dependencies of the fail-closed routes: 503 naming the one that is down."""
-    from finn.degradation import degraded_total, monitor
-    from webhooks.services import webhook_fallbacks_total
-    from webhooks.views import fail_closed_total
+    from finn.degradation import degraded_total, fail_closed_total, lock_fallbacks_total, monitor
 
     redis_state = monitor.state
     if redis_state == "CLOSED":
@@ -71,7 +69,7 @@ def health_security(request: HttpRequest) -> JsonResponse:
         "redis_monitor": redis_state,
         "counters": {
             "fail_closed_503_total": _counter_total(fail_closed_total),
-            "webhook_fallbacks_total": _counter_total(webhook_fallbacks_total),
+            "lock_fallbacks_total": _counter_total(lock_fallbacks_total),
             "degraded_total": _counter_total(degraded_total),
         },
     }

@@ -32,7 +32,7 @@ from prometheus_client import Counter
 
 from billing import services as billing_services
 from credits.services import card_credit_pack_mint
-from finn.degradation import monitor
+from finn.degradation import lock_fallbacks_total, monitor
 from finn.locks import lock_acquire, lock_release
 from finn.ratelimit import local_buckets
 from finn.redis import get_redis
@@ -46,9 +46,6 @@ PROCESSED_MARKER_SECONDS = 24 * 3600
 EXTENDED_LOCK_TYPES = frozenset({"boost_purchase", "badge_purchase"})
 
 webhook_outcomes_total = Counter("finn_webhook_outcomes_total", "Webhook processing outcomes.", ["provider", "outcome"])
-webhook_fallbacks_total = Counter(
-    "finn_webhook_fallbacks_total", "Webhook processing that fell back because Redis was unavailable.", ["kind"]
-)
 
 
 @dataclass(frozen=True)
@@ -185,7 +182,7 @@ def webhook_process(*, event_pk: int, now: datetime | None = None) -> str:
         if lock is not None and not lock.acquired:
             return "lock_contention"  # retried later; never reported as done
     if not redis_ok:
-        webhook_fallbacks_total.labels("postgres_lock").inc()
+        lock_fallbacks_total.labels("webhooks", "postgres_lock").inc()
         if not local_buckets.hit(f"webhook:{event.event_type}", 10, 1.0).allowed:
             return "deferred"  # rate-bounded while Redis is lost; the event stays pending
     try:

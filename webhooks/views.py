@@ -15,7 +15,6 @@ from django.http import HttpRequest, JsonResponse
 from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
-from prometheus_client import Counter
 
 from finn.degradation import ServiceUnavailable
 from finn.ratelimit import client_ip, rate_limit_hit
@@ -34,17 +33,15 @@ from webhooks.services import webhook_receive
 
 MAX_BODY_BYTES = 1024 * 1024
 
-fail_closed_total = Counter("finn_fail_closed_503_total", "503s served because a lock dependency (Redis) is down.")
-
 
 def _error(status: int, code: str, message: str, **extra: object) -> JsonResponse:
     return JsonResponse({"error": message, "code": code, **extra}, status=status)
 
 
-def _unavailable() -> JsonResponse:
-    fail_closed_total.inc()
-    response = _error(503, "dependency_unavailable", "Service temporarily unavailable", retry_after=30)
-    response["Retry-After"] = "30"
+def _unavailable(exc: ServiceUnavailable) -> JsonResponse:
+    response = JsonResponse(exc.body(), status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
     return response
 
 
@@ -65,8 +62,8 @@ def _receive(
     # The route needs the distributed lock downstream: fail closed while Redis is down.
     try:
         decision = rate_limit_hit(tier="webhook", identity=client_ip(request), subsystem="webhooks")
-    except ServiceUnavailable:
-        return _unavailable()
+    except ServiceUnavailable as exc:
+        return _unavailable(exc)
     if not decision.allowed:
         response = _error(429, "rate_limited", "too many webhook requests")
         response["Retry-After"] = str(decision.retry_after)

@@ -14,7 +14,6 @@ import json
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.conf import settings
+
+from tests.faults.servers import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
@@ -66,12 +67,6 @@ print(json.dumps({"errors": errors}), flush=True)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _as_postgres(*args: str) -> None:
     # No pipes: a (re)started server inherits them and would hold them open.
     subprocess.run(
@@ -91,7 +86,7 @@ def throwaway_postgres() -> Iterator[tuple[str, int]]:
     data = tempfile.mkdtemp(prefix="finn-pg-")
     owner = pwd.getpwnam("postgres")
     os.chown(data, owner.pw_uid, owner.pw_gid)
-    port = _free_port()
+    port = free_port()
     _as_postgres(f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
     _as_postgres(f"{bin_dir}/pg_ctl", "-D", data, "-o", options, "-l", f"{data}/log", "-w", "start")

@@ -13,6 +13,7 @@ from django.test import override_settings
 from finn.degradation import (
     DEGRADATION,
     AuthenticationUnavailable,
+    LockDependencyUnavailable,
     Mode,
     RedisHealthMonitor,
     ServiceUnavailable,
@@ -34,6 +35,7 @@ def test_degradation_table_is_the_specified_one() -> None:
         "api_key_cache": (Mode.DB_FALLBACK, None),
         "agent_daily_cache": (Mode.DB_FALLBACK, None),
         "webhooks": (Mode.FAIL_CLOSED, 503),
+        "purchase_lock": (Mode.FAIL_CLOSED, 503),
     }
 
 
@@ -42,7 +44,8 @@ def test_degradation_table_is_the_specified_one() -> None:
     [
         ("x402_nonce", ServiceUnavailable),
         ("siwe_nonce", AuthenticationUnavailable),
-        ("webhooks", ServiceUnavailable),
+        ("webhooks", LockDependencyUnavailable),
+        ("purchase_lock", LockDependencyUnavailable),
         ("rate_limit", "fallback"),
         ("api_key_cache", "fallback"),
         ("agent_daily_cache", "fallback"),
