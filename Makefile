@@ -78,6 +78,9 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
+# The suite uses its own Redis database (15), so `make test` beside a running
+# `make run` neither flushes its keys nor feeds its worker.
+test: export REDIS_URL := redis://127.0.0.1:6379/15
 # pytest exits non-zero when no test ran (code 5), so an empty run fails here.
 test: services lint
 	$(BIN)/pytest
