@@ -1708,3 +1708,87 @@ def badge_purchase_with_credit(
             if not violates(exc, "billing_journalentry_idempotency_key_uniq"):
                 raise
     return _purchase_replay(kind="badge", account_id=account_id, idempotency_key=key)
+
+
+# --- x402: USDC received for paid requests, and credit notes ----------------------
+
+
+def _usd_of(amount_micro_usdc: int, usd_per_usdc: Decimal) -> int:
+    """µUSDC → µUSD, rounded down (revenue is never recognized above what was paid)."""
+    return int((Decimal(amount_micro_usdc) * usd_per_usdc).to_integral_value(rounding=ROUND_FLOOR))
+
+
+def _x402_journal(
+    *,
+    event_type: str,
+    correlation_id: str,
+    usdc_legs: list[tuple[str, int]],
+    usd_to_revenue: int,
+    usd_per_usdc: Decimal,
+    idempotency_key: str,
+    now: datetime,
+) -> int:
+    """One journal: the µUSDC legs balance through FX clearing, and FX clearing ↔ revenue in µUSD."""
+    clearing = system_account_id(SYSTEM_FX_CLEARING)
+    usdc_total = sum(delta for _, delta in usdc_legs)
+    legs: list[tuple[Any, ...]] = [
+        *[(system_account_id(code), Bucket.AVAILABLE, delta, Denomination.MICRO_USDC) for code, delta in usdc_legs],
+        (clearing, Bucket.AVAILABLE, -usdc_total, Denomination.MICRO_USDC),
+        (clearing, Bucket.AVAILABLE, -usd_to_revenue, Denomination.MICRO_USD),
+        (system_account_id(SYSTEM_REVENUE), Bucket.AVAILABLE, usd_to_revenue, Denomination.MICRO_USD),
+    ]
+    return _post(
+        event_type=event_type,
+        correlation_id=correlation_id,
+        legs=legs,
+        idempotency_key=idempotency_key,
+        exchange_rate=usd_per_usdc,
+        rounding_direction=RoundingDirection.FLOOR,
+        now=now,
+    )
+
+
+def x402_payment_post(*, payment_id: str, received: int, credit_used: int, usd_per_usdc: Decimal, now: datetime) -> int:
+    """A settled x402 payment: µUSDC received (plus credit notes used) becomes revenue."""
+    _require_transaction("x402_payment_post")
+    _validate_amount("received", received)
+    _validate_amount("credit_used", credit_used, allow_zero=True)
+    return _x402_journal(
+        event_type="x402_payment",
+        correlation_id=payment_id,
+        usdc_legs=[(TREASURY_USDC_RECEIVED, -received), (SYSTEM_CREDIT_NOTES, -credit_used)],
+        usd_to_revenue=_usd_of(received + credit_used, usd_per_usdc),
+        usd_per_usdc=usd_per_usdc,
+        idempotency_key=f"x402:payment:{payment_id}",
+        now=now,
+    )
+
+
+def x402_credit_note_post(*, note_id: str, amount: int, usd_per_usdc: Decimal, now: datetime) -> int:
+    """A credit note owed to a wallet: revenue moves to the credit-notes liability."""
+    _require_transaction("x402_credit_note_post")
+    _validate_amount("amount", amount)
+    return _x402_journal(
+        event_type="x402_credit_note",
+        correlation_id=note_id,
+        usdc_legs=[(SYSTEM_CREDIT_NOTES, amount)],
+        usd_to_revenue=-_usd_of(amount, usd_per_usdc),
+        usd_per_usdc=usd_per_usdc,
+        idempotency_key=f"x402:credit_note:{note_id}",
+        now=now,
+    )
+
+
+def x402_credit_note_expire_post(*, note_id: str, amount: int, usd_per_usdc: Decimal, now: datetime) -> int:
+    """What is left of an expired credit note returns to revenue."""
+    _require_transaction("x402_credit_note_expire_post")
+    _validate_amount("amount", amount)
+    return _x402_journal(
+        event_type="x402_credit_note_expired",
+        correlation_id=note_id,
+        usdc_legs=[(SYSTEM_CREDIT_NOTES, -amount)],
+        usd_to_revenue=_usd_of(amount, usd_per_usdc),
+        usd_per_usdc=usd_per_usdc,
+        idempotency_key=f"x402:credit_note_expired:{note_id}",
+        now=now,
+    )

@@ -167,3 +167,159 @@ class CreditPurchase(models.Model):
 
     def __str__(self) -> str:
         return f"{self.tx_hash}#{self.log_index} ({self.status})"
+
+
+class X402Quote(models.Model):
+    """A price offered in a 402: what an x402 payment must match exactly.
+
+    ``amount`` is what the wallet signs (µUSDC); ``gross_amount`` is the full
+    price, of which ``credit_applied`` is covered by the payer's credit notes
+    (only when the request named its payer).
+    """
+
+    class Purpose(models.TextChoices):
+        INVOKE = "invoke"
+        CREDIT_PACK = "credit_pack"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        USED = "used"
+
+    id = models.CharField(primary_key=True, max_length=40)
+    purpose = models.CharField(max_length=12, choices=Purpose.choices)
+    status = models.CharField(max_length=8, choices=Status.choices, default=Status.OPEN)
+    network = models.CharField(max_length=32)
+    asset = models.CharField(max_length=42)
+    pay_to = models.CharField(max_length=42)
+    amount = models.BigIntegerField()
+    gross_amount = models.BigIntegerField()
+    credit_applied = models.BigIntegerField(default=0)
+    payer = models.CharField(max_length=42, blank=True, default="")
+    max_timeout_seconds = models.IntegerField()
+    resource_url = models.CharField(max_length=512)
+    model = models.CharField(max_length=64, blank=True, default="")
+    max_tokens = models.IntegerField(null=True, blank=True)
+    request_sha256 = models.CharField(max_length=64)
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, null=True, blank=True, related_name="x402_quotes")
+    pack_size = models.IntegerField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "x402 quote"
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="credits_x402quote_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(credit_applied__gte=0) & Q(gross_amount=models.F("amount") + models.F("credit_applied")),
+                name="credits_x402quote_gross_is_amount_plus_credit",
+            ),
+            models.CheckConstraint(
+                condition=Q(purpose="invoke", pack_size__isnull=True)
+                | Q(purpose="credit_pack", pack_size__isnull=False, account__isnull=False),
+                name="credits_x402quote_purpose_fields",
+            ),
+        ]
+        indexes = [models.Index(fields=["expires_at"], name="credits_x402quote_expiry_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.amount} µUSDC ({self.status})"
+
+
+class X402Payment(models.Model):
+    """One EIP-3009 authorization presented for a quote, and what became of it.
+
+    Unique on (network, asset, payer, nonce): the same authorization can be
+    recorded, hence settled, only once; a retry finds this row and gets its
+    first answer.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"  # being settled (exclusive)
+        SETTLED = "settled"  # funds moved; journal written
+        FAILED = "failed"  # settlement refused or unreachable; nothing moved; may be retried
+        COMPLETED = "completed"  # the paid work is done and its answer stored
+
+    id = models.CharField(primary_key=True, max_length=40)
+    quote = models.OneToOneField(X402Quote, on_delete=models.PROTECT, related_name="payment")
+    x402_version = models.SmallIntegerField()
+    network = models.CharField(max_length=32)
+    asset = models.CharField(max_length=42)
+    payer = models.CharField(max_length=42)
+    pay_to = models.CharField(max_length=42)
+    amount = models.BigIntegerField()
+    nonce = models.CharField(max_length=66)
+    valid_after = models.BigIntegerField()
+    valid_before = models.BigIntegerField()
+    signature = models.CharField(max_length=300)
+    status = models.CharField(max_length=10, choices=Status.choices)
+    attempts = models.IntegerField(default=0)
+    tx_hash = models.CharField(max_length=66, blank=True, default="")
+    error = models.CharField(max_length=300, blank=True, default="")
+    journal_entry_id = models.BigIntegerField(null=True, blank=True)
+    response_status = models.SmallIntegerField(null=True, blank=True)
+    response_body = models.JSONField(null=True, blank=True)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "x402 payment"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["network", "asset", "payer", "nonce"], name="credits_x402payment_authorization_uniq"
+            ),
+            models.CheckConstraint(condition=Q(amount__gt=0), name="credits_x402payment_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(nonce__regex=r"^0x[0-9a-f]{64}$"), name="credits_x402payment_nonce_bytes32"
+            ),
+            models.CheckConstraint(
+                condition=Q(payer__regex=r"^0x[0-9a-f]{40}$"), name="credits_x402payment_payer_lower_hex"
+            ),
+            models.CheckConstraint(
+                condition=~Q(status__in=["settled", "completed"])
+                | (Q(journal_entry_id__isnull=False) & ~Q(tx_hash="")),
+                name="credits_x402payment_settled_has_journal",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.amount} µUSDC from {self.payer} ({self.status})"
+
+
+class CreditNote(models.Model):
+    """What a wallet overpaid (quoted - actual, or all of it when the paid work failed).
+
+    The wallet's credit balance is the sum of ``remaining`` over notes not
+    yet expired; it reduces the wallet's next quotes and is capped at
+    1,000,000 USDC. Postgres is the truth; Redis only caches the balance.
+    """
+
+    id = models.CharField(primary_key=True, max_length=40)
+    wallet = models.CharField(max_length=42)
+    amount = models.BigIntegerField()
+    remaining = models.BigIntegerField()
+    quote = models.ForeignKey(X402Quote, on_delete=models.PROTECT, related_name="credit_notes")
+    quoted_amount = models.BigIntegerField()
+    actual_amount = models.BigIntegerField()
+    reason = models.CharField(max_length=24)
+    created_at = models.DateTimeField()
+    expires_at = models.DateTimeField()
+    expired_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(condition=Q(amount__gt=0), name="credits_creditnote_amount_positive"),
+            models.CheckConstraint(
+                condition=Q(remaining__gte=0) & Q(remaining__lte=models.F("amount")),
+                name="credits_creditnote_remaining_in_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(wallet__regex=r"^0x[0-9a-f]{40}$"), name="credits_creditnote_wallet_lower_hex"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["wallet", "expires_at"], name="credits_creditnote_wallet_idx"),
+            models.Index(fields=["expires_at"], name="credits_creditnote_expiry_idx"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.id} {self.remaining}/{self.amount} µUSDC for {self.wallet}"

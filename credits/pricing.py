@@ -42,7 +42,10 @@ def _tokens_cost(tokens: int, per_million: int, rounding: Rounding) -> int:
 
 def estimate_reserve_cost(*, model: str, input_tokens: int, max_output_tokens: int) -> int:
     """The hold for a request: each side rounded up (sonnet 1000/500 → 10_500)."""
-    price = model_price(model)
+    return estimate_cost_at(model_price(model), input_tokens=input_tokens, max_output_tokens=max_output_tokens)
+
+
+def estimate_cost_at(price: ModelPrice, *, input_tokens: int, max_output_tokens: int) -> int:
     return _tokens_cost(input_tokens, price.input_per_million, Rounding.CEIL) + _tokens_cost(
         max_output_tokens, price.output_per_million, Rounding.CEIL
     )
@@ -50,7 +53,10 @@ def estimate_reserve_cost(*, model: str, input_tokens: int, max_output_tokens: i
 
 def compute_actual_cost(*, model: str, input_tokens: int, output_tokens: int) -> int:
     """What a finished request costs: each side rounded down (gpt-4.1-mini 1000/300 → 880)."""
-    price = model_price(model)
+    return actual_cost_at(model_price(model), input_tokens=input_tokens, output_tokens=output_tokens)
+
+
+def actual_cost_at(price: ModelPrice, *, input_tokens: int, output_tokens: int) -> int:
     return _tokens_cost(input_tokens, price.input_per_million, Rounding.FLOOR) + _tokens_cost(
         output_tokens, price.output_per_million, Rounding.FLOOR
     )

@@ -31,3 +31,11 @@ def purchase_reorg_check_task() -> str:
     from credits.purchases import purchase_reorg_check
 
     return f"reorg check: {purchase_reorg_check(now=timezone.now())}"
+
+
+@shared_task(name="credits.tasks.credit_notes_expire_task")
+def credit_notes_expire_task() -> str:
+    """Hourly: what is left of credit notes older than 7 days returns to revenue."""
+    from credits.payments import credit_notes_expire
+
+    return f"expired {credit_notes_expire(now=timezone.now())} credit notes"

@@ -7,8 +7,10 @@ variable. With DEBUG off, a missing secret stops startup with one line.
 
 from __future__ import annotations
 
+import re
 import sys
 from datetime import timedelta
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 
 import dj_database_url
@@ -87,8 +89,33 @@ try:
     DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
     LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
     OTEL_ENABLED = env_bool("OTEL_ENABLED", False)
-except ConfigurationError as exc:
-    print(f"finn: refusing to start: {exc}", file=sys.stderr)
+    # --- x402 pay-per-request (credits/x402.py) ---
+    FEATURE_X402 = env_bool("FEATURE_X402", False)
+    X402_NETWORK = env_str("X402_NETWORK", "eip155:84532") or ""
+    X402_PAY_TO = (env_str("X402_PAY_TO", "") or "").lower()
+    X402_FACILITATOR_URL = (env_str("X402_FACILITATOR_URL", "") or "").rstrip("/")
+    X402_FACILITATOR_TIMEOUT_SECONDS = env_int("X402_FACILITATOR_TIMEOUT_SECONDS", 10, minimum=1)
+    # Largest payment accepted, µUSDC (100 USDC); 0 disables the ceiling.
+    X402_MAX_PAYMENT_MICRO_USDC = env_int("X402_MAX_PAYMENT_MICRO_USDC", 100_000_000, minimum=0)
+    X402_MARKUP = Decimal(env_str("X402_MARKUP", "1.0") or "1.0")
+    X402_QUOTE_TTL_SECONDS = env_int("X402_QUOTE_TTL_SECONDS", 300, minimum=30)
+    X402_MAX_TIMEOUT_SECONDS = env_int("X402_MAX_TIMEOUT_SECONDS", 300, minimum=30)
+    X402_VERIFY_CONCURRENCY = env_int("X402_VERIFY_CONCURRENCY", 10, minimum=1)
+    X402_MAX_TOKENS_LIMIT = env_int("X402_MAX_TOKENS_LIMIT", 8192, minimum=1)
+    X402_BREAKER_THRESHOLD = env_int("X402_BREAKER_THRESHOLD", 3, minimum=1)
+    X402_BREAKER_WINDOW_SECONDS = env_int("X402_BREAKER_WINDOW_SECONDS", 60, minimum=1)
+    X402_BREAKER_COOLDOWN_SECONDS = env_int("X402_BREAKER_COOLDOWN_SECONDS", 30, minimum=0)
+    # Upstream inference for paid calls; empty: only the built-in demo model `echo`.
+    INFERENCE_URL = (env_str("INFERENCE_URL", "") or "").rstrip("/")
+    INFERENCE_TIMEOUT_SECONDS = env_int("INFERENCE_TIMEOUT_SECONDS", 60, minimum=1)
+    if not X402_MARKUP.is_finite() or X402_MARKUP < 1:
+        raise ConfigurationError("X402_MARKUP must be a decimal >= 1")
+    if X402_NETWORK not in ("eip155:8453", "eip155:84532"):
+        raise ConfigurationError("X402_NETWORK must be eip155:8453 (Base) or eip155:84532 (Base Sepolia)")
+    if FEATURE_X402 and not re.fullmatch(r"0x[0-9a-f]{40}", X402_PAY_TO):
+        raise ConfigurationError("FEATURE_X402 is on but X402_PAY_TO is not a 0x-prefixed 20-byte address")
+except (ConfigurationError, InvalidOperation) as exc:
+    print(f"finn: refusing to start: {exc or 'X402_MARKUP must be a decimal'}", file=sys.stderr)
     raise SystemExit(2) from None
 
 INSTALLED_APPS = [
@@ -278,6 +305,12 @@ CELERY_BEAT_SCHEDULE = {
         "schedule": crontab(minute=30),
         "options": {"expires": 30 * 60},
     },
+    # x402 credit notes expire after 7 days; their remainder returns to revenue.
+    "credit-notes-expire": {
+        "task": "credits.tasks.credit_notes_expire_task",
+        "schedule": crontab(minute=40),
+        "options": {"expires": 30 * 60},
+    },
     # Mints younger than an hour are re-checked for chain reorganisations.
     "purchase-reorg-check": {
         "task": "credits.tasks.purchase_reorg_check_task",
@@ -316,6 +349,7 @@ def _rate(name: str, default: str) -> tuple[int, int]:
 RATE_LIMITS = {
     "free": _rate("RATE_LIMIT_FREE", "60/60"),  # per IP, unauthenticated endpoints
     "x402": _rate("RATE_LIMIT_X402", "30/60"),  # per paying wallet
+    "x402_quote": _rate("RATE_LIMIT_X402_QUOTE", "60/60"),  # per IP, x402 quotes (402 answers)
     "challenge": _rate("RATE_LIMIT_CHALLENGE", "120/60"),  # per IP, sign-in challenges
     "api_key": _rate("RATE_LIMIT_API_KEY", "60/60"),  # per API key
     "webhook": _rate("RATE_LIMIT_WEBHOOK", "15000/60"),  # per IP: providers deliver bursts from few IPs
@@ -355,8 +389,6 @@ LOGGING = {
 # --- Money units ------------------------------------------------------------
 # Frozen onto every billing entry at reserve time (exchange-rate snapshot).
 try:
-    from decimal import Decimal, InvalidOperation
-
     CREDIT_UNITS_PER_USD = env_int("CREDIT_UNITS_PER_USD", 100, minimum=1)
     USD_USDC_RATE = Decimal(env_str("USD_USDC_RATE", "1.0") or "1.0")
     if not USD_USDC_RATE.is_finite() or USD_USDC_RATE <= 0:

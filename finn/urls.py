@@ -6,6 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing import api as billing_api
 from credits import api as credits_api
+from credits import x402_api
 from finn import views
 from webhooks import views as webhook_views
 
@@ -25,6 +26,8 @@ api_v1 = [
     path("billing/finalize/health", billing_api.FinalizeHealthApi.as_view(), name="billing-finalize-health"),
     path("billing/boosts", billing_api.BoostPurchaseApi.as_view(), name="billing-boost-purchase"),
     path("billing/badges", billing_api.BadgePurchaseApi.as_view(), name="billing-badge-purchase"),
+    path("x402/invoke", x402_api.X402InvokeApi.as_view(), name="x402-invoke"),
+    path("credits/x402", x402_api.X402CreditPackApi.as_view(), name="credits-x402"),
     path("models", credits_api.ModelListApi.as_view(), name="models"),
     path("auth/nonce", credits_api.AuthNonceApi.as_view(), name="auth-nonce"),
     path("auth/verify", credits_api.AuthVerifyApi.as_view(), name="auth-verify"),

@@ -133,3 +133,89 @@ def fake_json_rpc(answers: dict[str, Any]) -> Iterator[dict[str, Any]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class Facilitator:
+    """Behaviour of the fake x402 facilitator: ``mode`` is ok | refuse | http500 | garbage | slow."""
+
+    mode: str = "ok"
+    delay_seconds: float = 0.0
+    verify_calls: list[dict[str, Any]] = field(default_factory=list)
+    settle_calls: list[dict[str, Any]] = field(default_factory=list)
+    url: str = ""
+
+
+@contextmanager
+def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
+    """An x402 facilitator on loopback: ``/supported``, ``/verify``, ``/settle`` (reference bodies)."""
+    import hashlib
+
+    state = Facilitator(**behaviour)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def handle(self) -> None:
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                super().handle()
+
+        def _send(self, status: int, payload: Any) -> None:
+            body = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            kinds = [{"x402Version": 2, "scheme": "exact", "network": "eip155:84532"}]
+            self._send(200, {"kinds": kinds, "extensions": [], "signers": {"eip155:*": []}})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            request = json.loads(self.rfile.read(length) or b"{}")
+            (state.verify_calls if self.path.endswith("/verify") else state.settle_calls).append(request)
+            if state.mode == "slow":
+                time.sleep(state.delay_seconds)
+            if state.mode == "garbage":
+                self.wfile.write(b"\x00 not http \xff\r\n\r\n")
+                return
+            if state.mode == "http500":
+                self._send(500, {"error": "boom"})
+                return
+            payload = request.get("paymentPayload", {}).get("payload", {})
+            authorization = payload.get("authorization", {})
+            requirements = request.get("paymentRequirements", {})
+            amount = requirements.get("amount") or requirements.get("maxAmountRequired")
+            valid = (
+                state.mode == "ok"
+                and authorization.get("value") == amount
+                and str(authorization.get("to", "")).lower() == str(requirements.get("payTo", "")).lower()
+            )
+            payer = authorization.get("from")
+            if self.path.endswith("/verify"):
+                answer: dict[str, Any] = {"isValid": valid, "payer": payer}
+                if not valid:
+                    answer["invalidReason"] = "invalid_exact_evm_payload_signature"
+                self._send(200, answer)
+                return
+            network = requirements.get("network", "")
+            if not valid:
+                self._send(
+                    200, {"success": False, "errorReason": "transaction_failed", "transaction": "", "network": network}
+                )
+                return
+            tx = "0x" + hashlib.sha256(str(authorization.get("nonce")).encode()).hexdigest()
+            self._send(200, {"success": True, "transaction": tx, "network": network, "payer": payer, "amount": amount})
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
