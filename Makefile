@@ -16,6 +16,11 @@ PG_USER ?= postgres
 DB_NAME ?= finn
 export DATABASE_URL ?= postgres://$(PG_USER)@$(PG_HOST):$(PG_PORT)/$(DB_NAME)
 export REDIS_URL ?= redis://127.0.0.1:6379/0
+# `make run` turns x402 on for the demo, on Base Sepolia, paying a burn address and
+# settling through the public testnet facilitator; set your own treasury to use it.
+RUN_X402 := FEATURE_X402=$${FEATURE_X402:-true} \
+	X402_PAY_TO=$${X402_PAY_TO:-0x000000000000000000000000000000000000dead} \
+	X402_FACILITATOR_URL=$${X402_FACILITATOR_URL-https://x402.org/facilitator}
 
 .PHONY: help run test services install install-dev database lint bench
 
@@ -69,8 +74,9 @@ run: database
 	@echo "health:   http://127.0.0.1:8000/health"
 	@echo "metrics:  http://127.0.0.1:8000/metrics"
 	@echo "admin:    http://127.0.0.1:8000/admin/   (create a user: .venv/bin/python manage.py createsuperuser)"
+	@echo "x402:     POST http://127.0.0.1:8000/api/v1/x402/invoke {\"model\": \"echo\", \"prompt\": \"hi\"} -> 402 (demo model; Base Sepolia)"
 	@rm -rf var/prometheus && mkdir -p var/prometheus
-	SECRET_KEY=$$(cat var/secret_key) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus PATH=$(CURDIR)/$(BIN):$$PATH \
+	SECRET_KEY=$$(cat var/secret_key) $(RUN_X402) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus PATH=$(CURDIR)/$(BIN):$$PATH \
 		$(BIN)/honcho start -f Procfile
 
 lint: install-dev

@@ -379,7 +379,7 @@ def signature_valid(auth: Authorization, network: X402Network, asset: str) -> bo
     return isinstance(result, str) and result.lower().startswith(EIP1271_MAGIC)
 
 
-_verify_slots: threading.BoundedSemaphore | None = None
+_verify_slots: tuple[int, threading.BoundedSemaphore] | None = None
 _verify_slots_lock = threading.Lock()
 
 
@@ -387,10 +387,11 @@ _verify_slots_lock = threading.Lock()
 def verification_slot() -> Iterator[None]:
     """At most X402_VERIFY_CONCURRENCY signature verifications at once per process; else 503."""
     global _verify_slots
+    size = settings.X402_VERIFY_CONCURRENCY
     with _verify_slots_lock:
-        if _verify_slots is None:
-            _verify_slots = threading.BoundedSemaphore(settings.X402_VERIFY_CONCURRENCY)
-        slots = _verify_slots
+        if _verify_slots is None or _verify_slots[0] != size:
+            _verify_slots = (size, threading.BoundedSemaphore(size))
+        slots = _verify_slots[1]
     if not slots.acquire(blocking=False):
         raise VerificationQueueFull()
     try:

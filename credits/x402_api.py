@@ -62,6 +62,31 @@ _RESPONSES = {
 }
 
 
+class ReceiptOutput(serializers.Serializer):
+    quoted = serializers.IntegerField(help_text="µUSDC quoted (before credit notes)")
+    actual = serializers.IntegerField(help_text="µUSDC the call cost")
+    credit_note = serializers.DictField(allow_null=True, help_text="{id, amount} for quoted - actual")
+    credit_balance = serializers.IntegerField(help_text="the wallet's credit-note balance, µUSDC")
+
+
+class InvokeOutput(serializers.Serializer):
+    result = serializers.CharField()
+    model = serializers.CharField()
+    usage = serializers.DictField(child=serializers.IntegerField())
+    receipt = ReceiptOutput()
+    payment_id = serializers.CharField()
+    quote_id = serializers.CharField()
+
+
+class PackOutput(serializers.Serializer):
+    status = serializers.CharField()
+    pack_size = serializers.IntegerField()
+    paid_micro_usdc = serializers.IntegerField()
+    balance = serializers.DictField(child=serializers.IntegerField())
+    payment_id = serializers.CharField()
+    quote_id = serializers.CharField()
+
+
 def _limit(tier: str, identity: str) -> None:
     decision = rate_limit_hit(tier=tier, identity=identity)
     if not decision.allowed:
@@ -135,7 +160,7 @@ class X402InvokeApi(APIView):
         summary="One inference paid with x402 (USDC, EIP-3009); no payment header → 402 with the quote",
         request=InvokeInput,
         parameters=_PAYMENT_HEADERS,
-        responses={200: serializers.DictField(), 502: OpenApiResponse(ErrorSerializer), **_RESPONSES},
+        responses={200: InvokeOutput, 502: OpenApiResponse(ErrorSerializer), **_RESPONSES},
     )
     def post(self, request: Request) -> Response:
         if not settings.FEATURE_X402:
@@ -201,7 +226,7 @@ class X402CreditPackApi(APIView):
         summary="Buy a credit pack with x402 for the signed-in account",
         request=PackInput,
         parameters=_PAYMENT_HEADERS,
-        responses={200: serializers.DictField(), 401: OpenApiResponse(ErrorSerializer), **_RESPONSES},
+        responses={200: PackOutput, 401: OpenApiResponse(ErrorSerializer), **_RESPONSES},
     )
     def post(self, request: Request) -> Response:
         if not settings.FEATURE_X402:

@@ -8,6 +8,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from django.conf import settings
 from django.test import Client, override_settings
 from django.utils import timezone
 
@@ -371,3 +372,88 @@ def test_expired_credit_notes_return_to_revenue_once(facilitator) -> None:
     assert credit_notes_expire(now=later) == 0
     assert wallet_credit_balance(wallet=PAYER, now=later) == 0
     assert _revenue() == 144
+
+
+@pytest.mark.django_db
+def test_a_credit_pack_bought_with_x402_mints_once_into_the_signed_in_account(facilitator, make_account) -> None:
+    funded = make_account(0)
+    client = funded.client()
+    asked = client.post("/api/v1/credits/x402", {"pack_size": 500}, content_type="application/json")
+    assert asked.status_code == 402
+    required = unb64(asked.headers["PAYMENT-REQUIRED"])
+    assert required["accepts"][0]["amount"] == "5000000"  # 500 CU = 5 USD = 5 USDC at rate 1
+    header = pay_v2(required)
+    paid = client.post(
+        "/api/v1/credits/x402",
+        {"pack_size": 500},
+        content_type="application/json",
+        headers={"PAYMENT-SIGNATURE": header},
+    )
+    again = client.post(
+        "/api/v1/credits/x402",
+        {"pack_size": 500},
+        content_type="application/json",
+        headers={"PAYMENT-SIGNATURE": header},
+    )
+    assert paid.status_code == 200, paid.content
+    assert paid.json()["balance"]["available"] == 5_000_000
+    assert again.json() == paid.json()
+    funded.account.refresh_from_db()
+    assert funded.account.available == 5_000_000
+    assert len(facilitator.settle_calls) == 1
+    # another account cannot use this quote: the request fingerprint names the account
+    assert Client().post("/api/v1/credits/x402", {"pack_size": 500}, content_type="application/json").status_code == 401
+    assert (
+        make_account(0)
+        .client()
+        .post("/api/v1/credits/x402", {"pack_size": 7}, content_type="application/json")
+        .json()["code"]
+        == "invalid_pack_size"
+    )
+
+
+@pytest.mark.django_db
+def test_quotes_and_payments_are_rate_limited(facilitator) -> None:
+    limits = {**settings.RATE_LIMITS, "x402_quote": (2, 60), "x402": (1, 60)}
+    with override_settings(RATE_LIMITS=limits):
+        assert [_post().status_code for _ in range(3)] == [402, 402, 429]
+    quotes = list(X402Quote.objects.order_by("created_at"))
+    with override_settings(RATE_LIMITS={**settings.RATE_LIMITS, "x402": (1, 60)}):
+        required = {"x402Version": 2, "accepts": [_requirement_of(quotes[0])]}
+        assert _post(**{"PAYMENT-SIGNATURE": pay_v2(required)}).status_code == 200
+        second = {"x402Version": 2, "accepts": [_requirement_of(quotes[1])]}
+        limited = _post(**{"PAYMENT-SIGNATURE": pay_v2(second)})
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"]
+
+
+def _requirement_of(quote: X402Quote) -> dict[str, Any]:
+    from credits.payments import _requirement_dict
+
+    return _requirement_dict(quote, 2)
+
+
+@pytest.mark.django_db
+def test_signature_verification_is_bounded_503_when_full(facilitator) -> None:
+    from credits.x402 import verification_slot
+
+    header = pay_v2(_quote())
+    with override_settings(X402_VERIFY_CONCURRENCY=1), verification_slot():
+        response = _post(**{"PAYMENT-SIGNATURE": header})
+    assert (response.status_code, response.json()["code"]) == (503, "verification_queue_full")
+    assert not X402Payment.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_contract_wallet_pays_through_eip1271(facilitator) -> None:
+    from tests.fakes import fake_json_rpc
+
+    contract = "0x" + "c0" * 20
+    magic = "0x1626ba7e" + "00" * 28
+    with fake_json_rpc({"eth_call": magic}) as node, override_settings(ETH_RPC_URL=node["url"]):
+        response = _post(**{"PAYMENT-SIGNATURE": pay_v2(_quote(), **{"from": contract})})
+    assert response.status_code == 200, response.content
+    assert node["calls"][0]["params"][0]["to"] == contract
+    with fake_json_rpc({"eth_call": "0x" + "00" * 32}) as node, override_settings(ETH_RPC_URL=node["url"]):
+        refused = _post(**{"PAYMENT-SIGNATURE": pay_v2(_quote(), **{"from": contract})})
+    assert refused.json()["code"] == "invalid_signature"
