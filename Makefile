@@ -22,7 +22,7 @@ RUN_X402 := FEATURE_X402=$${FEATURE_X402:-true} \
 	X402_PAY_TO=$${X402_PAY_TO:-0x000000000000000000000000000000000000dead} \
 	X402_FACILITATOR_URL=$${X402_FACILITATOR_URL-https://x402.org/facilitator}
 
-.PHONY: help run test services install install-dev database lint bench
+.PHONY: help run test services browser install install-dev database lint bench
 
 help:
 	@echo "make run   - start finn (web + worker + beat) with a seeded demo account"
@@ -84,11 +84,16 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
+# The browser tests drive Debian's Chromium headless; install it when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (browser tests)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
 # The suite uses its own Redis database (15), so `make test` beside a running
 # `make run` neither flushes its keys nor feeds its worker.
 test: export REDIS_URL := redis://127.0.0.1:6379/15
 # pytest exits non-zero when no test ran (code 5), so an empty run fails here.
-test: services lint
+test: services browser lint
 	$(BIN)/pytest
 
 bench: install

@@ -1,57 +1,132 @@
-"""The ledger in the admin: read-only (no add, change or delete).
+"""The ledger in the admin, for finance staff: read-only, with finalize/void actions.
 
-State changes happen only through services; finance actions (finalize,
-void with a reason and a confirmation page) arrive with the admin issue.
+Ledger models have no add, change or delete. State changes happen only through
+actions that ask for a reason on a confirmation page and call the billing
+services (which audit the actor and the reason). Lists stay fast on large tables:
+selected relations, no full result count, a capped paginator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.core.paginator import Paginator
+from django.db import transaction
+from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
+from django.utils.functional import cached_property
 
-from billing import services
-from billing.models import Account, BillingEntry, JournalEntry, Posting
-from billing.tasks import finalize_bulk_replay_task
+from billing import selectors, services
+from billing.models import (
+    Account,
+    BadgePurchase,
+    BillingEntry,
+    BoostPurchase,
+    DailySpend,
+    FinalizeDeadLetter,
+    JournalEntry,
+    Posting,
+    Subscription,
+)
+from billing.states import EntryState
+from billing.tasks import entry_finalize_task, finalize_bulk_replay_task
 from finn.errors import DomainError
 from finn.models import AuditEvent
 
+LIST_COUNT_CAP = 10_000
 
-class ReadOnlyAdmin(admin.ModelAdmin):
+
+class CappedPaginator(Paginator):
+    """Counts at most LIST_COUNT_CAP + 1 rows: a COUNT(*) over millions of rows is not a page view."""
+
+    @cached_property
+    def count(self) -> int:
+        object_list: Any = self.object_list
+        return int(object_list[: LIST_COUNT_CAP + 1].count())
+
+
+M = TypeVar("M", bound=Model)
+
+
+class ReadOnlyAdmin(admin.ModelAdmin[M]):
+    """No add, change or delete: finance staff look; services write."""
+
     show_full_result_count = False
+    paginator = CappedPaginator
+    list_per_page = 50
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
-    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
         return False
 
-    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
         return False
 
 
 @admin.register(Account)
-class AccountAdmin(ReadOnlyAdmin):
-    list_display = ["id", "kind", "code", "owner", "available", "held", "credit_limit"]
+class AccountAdmin(ReadOnlyAdmin[Account]):
+    list_display = ["id", "kind", "code", "owner", "available", "held", "credit_limit", "daily_cap"]
     list_filter = ["kind"]
     list_select_related = ["owner"]
     search_fields = ["code", "name", "owner__username"]
+    readonly_fields = ["spent_today", "open_holds", "last_reconciliation"]
+
+    def _overview(self, obj: Account) -> selectors.AccountOverview:
+        return selectors.account_overview(account_id=obj.pk, now=timezone.now())
+
+    @admin.display(description="Spent today (µUSD, UTC day)")
+    def spent_today(self, obj: Account) -> str:
+        overview = self._overview(obj)
+        return f"{overview.spent_today} spent, {overview.held_today} held"
+
+    @admin.display(description="Open holds")
+    def open_holds(self, obj: Account) -> str:
+        overview = self._overview(obj)
+        return f"{overview.open_holds} holds, {overview.open_holds_amount} µUSD"
+
+    @admin.display(description="Last reconciliation")
+    def last_reconciliation(self, obj: Account) -> str:
+        last = self._overview(obj).last_reconciliation
+        if last is None:
+            return "never run"
+        payload = last["payload"]
+        return (
+            f"{last['created_at']:%Y-%m-%d %H:%M:%S} UTC: {payload.get('accounts_checked')} checked, "
+            f"{payload.get('divergences_found')} divergent, {payload.get('divergences_corrected')} corrected"
+        )
 
 
-@admin.register(BillingEntry)
-class BillingEntryAdmin(ReadOnlyAdmin):
-    list_display = ["id", "account", "state", "estimated_cost", "actual_cost", "finalize_attempts", "created_at"]
-    list_filter = ["state"]
-    list_select_related = ["account"]
-    raw_id_fields = ["account"]
-    search_fields = ["id", "correlation_id"]
-    date_hierarchy = "created_at"
-    actions = ["finalize_by_hand", "void_entries", "replay_poison"]
+class AccountIdFilter(admin.SimpleListFilter):
+    """``?account=<id>`` (linked from an account's entries); no list of every account on big tables."""
+
+    title = "account"
+    parameter_name = "account"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        value = self.value()
+        return [(value, f"account {value}")] if value and value.isdigit() else []
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        value = self.value()
+        return queryset.filter(account_id=int(value)) if value and value.isdigit() else queryset
+
+
+def _enqueue_finalize(entry_id: str) -> Callable[[], None]:
+    def enqueue() -> None:
+        entry_finalize_task.delay(entry_id)
+
+    return enqueue
+
+
+class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
+    """Finalize and void with a confirmation page and a required reason."""
 
     def _confirm(
         self,
@@ -61,6 +136,7 @@ class BillingEntryAdmin(ReadOnlyAdmin):
         action: str,
         title: str,
         explanation: str,
+        outcome: str,
         submit_label: str,
         apply: Callable[[BillingEntry, str], object],
     ) -> TemplateResponse | None:
@@ -70,7 +146,7 @@ class BillingEntryAdmin(ReadOnlyAdmin):
         if request.POST.get("confirmed") == "yes":
             if reason:
                 done, refused = 0, []
-                for entry in queryset:
+                for entry in queryset.order_by("pk"):
                     try:
                         apply(entry, reason)
                         done += 1
@@ -78,22 +154,33 @@ class BillingEntryAdmin(ReadOnlyAdmin):
                         refused.append(f"{entry.pk}: {exc.message}")
                 self.message_user(request, f"{done} entr{'y' if done == 1 else 'ies'} done.")
                 if refused:
-                    self.message_user(request, "Refused: " + "; ".join(refused), messages.ERROR)
+                    self.message_user(request, "Left unchanged: " + "; ".join(refused), messages.ERROR)
                 return None
             error = "A reason is required."
+        entries = list(queryset.select_related("account").order_by("pk"))
         context = {
             **self.admin_site.each_context(request),
             "title": title,
             "explanation": explanation,
-            "entries": list(queryset),
+            "entries": [
+                {"entry": entry, "what": outcome if entry.state in self._sources(action) else "cannot: left unchanged"}
+                for entry in entries
+            ],
             "action": action,
             "reason": reason,
             "error": error,
             "submit_label": submit_label,
+            "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/billing/confirm_action.html", context)
 
-    @admin.action(description="Finalize by hand (poison only)", permissions=["finalize"])
+    @staticmethod
+    def _sources(action: str) -> set[str]:
+        if action == "finalize_by_hand":
+            return {EntryState.FINALIZE_FAILED}
+        return {EntryState.COMMITTED, EntryState.FINALIZE_FAILED}
+
+    @admin.action(description="Finalize by hand (FINALIZE_FAILED → FINALIZE_ACKED)", permissions=["finalize"])
     def finalize_by_hand(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> TemplateResponse | None:
         actor = request.user.get_username()
         return self._confirm(
@@ -101,14 +188,15 @@ class BillingEntryAdmin(ReadOnlyAdmin):
             queryset,
             action="finalize_by_hand",
             title="Finalize by hand",
-            explanation="These FINALIZE_FAILED entries will be marked FINALIZE_ACKED (settled upstream by hand).",
+            explanation="Poison entries settled upstream by hand are marked FINALIZE_ACKED. No money moves.",
+            outcome="FINALIZE_FAILED → FINALIZE_ACKED",
             submit_label="Finalize",
             apply=lambda entry, reason: services.entry_finalize_ack(
                 entry_id=entry.pk, response_status=0, now=timezone.now(), actor=actor, reason=reason, manual=True
             ),
         )
 
-    @admin.action(description="Void and refund", permissions=["void"])
+    @admin.action(description="Void and refund (COMMITTED or FINALIZE_FAILED → VOIDED)", permissions=["void"])
     def void_entries(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> TemplateResponse | None:
         actor = request.user.get_username()
         return self._confirm(
@@ -116,12 +204,20 @@ class BillingEntryAdmin(ReadOnlyAdmin):
             queryset,
             action="void_entries",
             title="Void and refund",
-            explanation="The actual cost of these charged entries goes back to the customer's available credit.",
+            explanation="The actual cost of each entry goes back to its account's available credit.",
+            outcome="→ VOIDED, actual cost refunded",
             submit_label="Void",
             apply=lambda entry, reason: services.entry_void(
                 entry_id=entry.pk, reason=reason, actor=actor, now=timezone.now()
             ),
         )
+
+    @admin.action(description="Retry the selected poison entries upstream", permissions=["finalize"])
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> None:
+        ids = list(queryset.filter(state=EntryState.FINALIZE_FAILED).values_list("pk", flat=True))
+        for entry_id in ids:
+            transaction.on_commit(_enqueue_finalize(entry_id))
+        self.message_user(request, f"{len(ids)} poison entr{'y' if len(ids) == 1 else 'ies'} queued for replay.")
 
     @admin.action(description="Replay all poison entries upstream", permissions=["finalize"])
     def replay_poison(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> None:
@@ -129,33 +225,95 @@ class BillingEntryAdmin(ReadOnlyAdmin):
         self.message_user(request, "Replay of poison entries queued.")
 
     def has_finalize_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
+        return bool(request.user.has_perm("billing.finalize_billingentry"))
 
     def has_void_permission(self, request: HttpRequest) -> bool:
-        return bool(request.user.is_active and request.user.is_staff)
+        return bool(request.user.has_perm("billing.void_billingentry"))
 
 
-class PostingInline(admin.TabularInline):
+@admin.register(BillingEntry)
+class BillingEntryAdmin(EntryActionsMixin):
+    list_display = ["id", "account", "state", "estimated_cost", "actual_cost", "finalize_attempts", "created_at"]
+    list_filter = ["state", AccountIdFilter]
+    list_select_related = ["account"]
+    raw_id_fields = ["account"]
+    search_fields = ["=id", "=correlation_id"]
+    date_hierarchy = "created_at"
+    actions = ["finalize_by_hand", "void_entries", "replay_selected", "replay_poison"]
+
+
+@admin.register(FinalizeDeadLetter)
+class FinalizeDeadLetterAdmin(EntryActionsMixin):
+    """The finalize dead letters (FINALIZE_FAILED): retry, finalize by hand, or void."""
+
+    list_display = ["id", "account", "actual_cost", "finalize_attempts", "finalize_last_error", "updated_at"]
+    list_select_related = ["account"]
+    search_fields = ["=id", "=correlation_id"]
+    actions = ["replay_selected", "finalize_by_hand", "void_entries"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[BillingEntry]:
+        return super().get_queryset(request).filter(state=EntryState.FINALIZE_FAILED)
+
+
+class PostingInline(admin.TabularInline[Posting, JournalEntry]):
     model = Posting
     extra = 0
     can_delete = False
     fields = ["account", "bucket", "delta", "denomination"]
     readonly_fields = ["account", "bucket", "delta", "denomination"]
 
-    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: JournalEntry | None = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
 @admin.register(JournalEntry)
-class JournalEntryAdmin(ReadOnlyAdmin):
+class JournalEntryAdmin(ReadOnlyAdmin[JournalEntry]):
     list_display = ["id", "event_type", "billing_entry", "correlation_id", "created_at"]
     list_filter = ["event_type"]
     raw_id_fields = ["billing_entry"]
+    search_fields = ["=correlation_id", "=billing_entry__id"]
     inlines = [PostingInline]
 
 
+@admin.register(Posting)
+class PostingAdmin(ReadOnlyAdmin[Posting]):
+    list_display = ["id", "journal_entry", "account", "bucket", "delta", "denomination"]
+    list_filter = ["denomination", "bucket"]
+    list_select_related = ["journal_entry", "account"]
+    raw_id_fields = ["journal_entry", "account"]
+
+
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["sequence", "event_type", "billing_entry_id", "account_id", "actor", "created_at"]
+class AuditEventAdmin(ReadOnlyAdmin[AuditEvent]):
+    list_display = ["sequence", "event_type", "billing_entry_id", "account_id", "actor", "reason", "created_at"]
     list_filter = ["event_type"]
-    search_fields = ["billing_entry_id", "correlation_id"]
+    search_fields = ["=billing_entry_id", "=correlation_id"]
+
+
+@admin.register(DailySpend)
+class DailySpendAdmin(ReadOnlyAdmin[DailySpend]):
+    list_display = ["account", "day", "spent", "held", "low_balance_notified_at"]
+    list_select_related = ["account"]
+    date_hierarchy = "day"
+
+
+@admin.register(Subscription)
+class SubscriptionAdmin(ReadOnlyAdmin[Subscription]):
+    list_display = ["community_id", "tier", "status", "payment_provider", "grace_until", "current_period_end"]
+    list_filter = ["status", "tier", "payment_provider"]
+    search_fields = ["=community_id", "=payment_subscription_id"]
+
+
+@admin.register(BoostPurchase)
+class BoostPurchaseAdmin(ReadOnlyAdmin[BoostPurchase]):
+    list_display = ["payment_id", "member_id", "community_id", "months", "amount_paid_cents", "expires_at"]
+    search_fields = ["=member_id", "=community_id", "=payment_id"]
+
+
+@admin.register(BadgePurchase)
+class BadgePurchaseAdmin(ReadOnlyAdmin[BadgePurchase]):
+    list_display = ["member_id", "payment_id", "badge_style", "created_at"]
+    search_fields = ["=member_id"]

@@ -158,6 +158,11 @@ class BillingEntry(models.Model):
             ),
             models.Index(fields=["account", "created_at"], name="billing_entry_account_idx"),
         ]
+        # Finance actions in the admin (granted to the "Finance" group by a migration).
+        permissions = [
+            ("finalize_billingentry", "Can finalize poison billing entries by hand"),
+            ("void_billingentry", "Can void billing entries"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.id} {self.state}"
@@ -319,3 +324,11 @@ class BadgePurchase(models.Model):
 
     def __str__(self) -> str:
         return f"badge {self.member_id}"
+
+
+class FinalizeDeadLetter(BillingEntry):
+    """The finalize dead letters (FINALIZE_FAILED entries), as their own admin list."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "finalize dead letter"

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 from django.db import connection
+from django.db.models import Count, Sum
 
 from billing.cache import daily_cache_read
 from billing.errors import AccountNotFound, EntryNotFound, InvalidEntryId
 from billing.models import Account, BillingEntry, DailySpend
 from billing.results import Balance
+from billing.states import EntryState
+from finn.models import AuditEvent
 
 _ULID_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
@@ -164,3 +168,37 @@ def ledger_check(*, limit: int = 100) -> LedgerCheckReport:
             if held != posted_held:
                 report.balance_mismatches.append((account_id, "held", int(held), int(posted_held)))
     return report
+
+
+@dataclass(frozen=True)
+class AccountOverview:
+    """What finance staff see on an account's page."""
+
+    spent_today: int
+    held_today: int
+    open_holds: int
+    open_holds_amount: int
+    last_reconciliation: dict[str, Any] | None
+
+
+def account_overview(*, account_id: int, now: datetime) -> AccountOverview:
+    day = now.astimezone(UTC).date()
+    spend: dict[str, Any] = dict(
+        DailySpend.objects.filter(account_id=account_id, day=day).values("spent", "held").first() or {}
+    )
+    holds = BillingEntry.objects.filter(account_id=account_id, state=EntryState.RESERVE_HELD).aggregate(
+        count=Count("pk"), amount=Sum("estimated_cost")
+    )
+    last = (
+        AuditEvent.objects.filter(event_type="billing_reconciliation", account_id__isnull=True)
+        .order_by("-sequence")
+        .values("payload", "created_at")
+        .first()
+    )
+    return AccountOverview(
+        spent_today=int(spend.get("spent") or 0),
+        held_today=int(spend.get("held") or 0),
+        open_holds=int(holds["count"] or 0),
+        open_holds_amount=int(holds["amount"] or 0),
+        last_reconciliation=dict(last) if last else None,
+    )

@@ -1,4 +1,5 @@
-"""API keys in the admin: created here, the secret shown once, never stored."""
+"""Credits in the admin: API keys (created here, the secret shown once), and read-only
+x402 quotes, payments, credit notes and used nonces."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from credits.models import ApiKey
+from billing.admin import ReadOnlyAdmin
+from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
 from credits.services import api_key_create, api_key_revoke
 
 
@@ -62,3 +64,33 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         for api_key in queryset:
             api_key_revoke(api_key=api_key, now=now)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnlyAdmin[CreditNote]):
+    list_display = ["id", "wallet", "amount", "remaining", "reason", "quote", "created_at", "expires_at", "expired_at"]
+    list_filter = ["reason"]
+    search_fields = ["=wallet", "=id"]
+    raw_id_fields = ["quote"]
+
+
+@admin.register(X402Payment)
+class X402PaymentAdmin(ReadOnlyAdmin[X402Payment]):
+    list_display = ["id", "payer", "amount", "network", "status", "tx_hash", "attempts", "created_at"]
+    list_filter = ["status", "network"]
+    search_fields = ["=id", "=payer", "=tx_hash"]
+    raw_id_fields = ["quote"]
+
+
+@admin.register(X402Quote)
+class X402QuoteAdmin(ReadOnlyAdmin[X402Quote]):
+    list_display = ["id", "purpose", "amount", "credit_applied", "model", "status", "created_at", "expires_at"]
+    list_filter = ["purpose", "status"]
+    search_fields = ["=id"]
+
+
+@admin.register(UsedNonce)
+class UsedNonceAdmin(ReadOnlyAdmin[UsedNonce]):
+    list_display = ["key", "kind", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["=key"]

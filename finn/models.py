@@ -95,3 +95,45 @@ class IdempotencyKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.scope}:{self.key} ({self.status})"
+
+
+class WaitlistSignup(models.Model):
+    """A visitor who asked to be let in. Email (and wallet, when given) are stored normalized."""
+
+    email = models.CharField(max_length=254)
+    wallet = models.CharField(max_length=42, null=True, blank=True)  # noqa: DJ001 - NULL: not given
+    created_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            # One signup per address, whatever its case (normalized before insert; checked here).
+            models.UniqueConstraint(fields=["email"], name="finn_waitlistsignup_email_uniq"),
+            models.UniqueConstraint(fields=["wallet"], name="finn_waitlistsignup_wallet_uniq"),
+            models.CheckConstraint(
+                condition=Q(email=models.functions.Lower("email")), name="finn_waitlistsignup_email_lower"
+            ),
+            models.CheckConstraint(
+                condition=Q(wallet__isnull=True) | Q(wallet__regex=r"^0x[0-9a-f]{40}$"),
+                name="finn_waitlistsignup_wallet_lower_hex",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.email
+
+
+class CspReport(models.Model):
+    """One Content-Security-Policy violation a browser reported."""
+
+    document_uri = models.CharField(max_length=500)
+    violated_directive = models.CharField(max_length=200)
+    blocked_uri = models.CharField(max_length=500)
+    disposition = models.CharField(max_length=16, blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "CSP report"
+        indexes = [models.Index(fields=["created_at"], name="finn_cspreport_created_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.violated_directive} on {self.document_uri}"

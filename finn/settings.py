@@ -16,6 +16,7 @@ from pathlib import Path
 import dj_database_url
 import django_stubs_ext
 from celery.schedules import crontab
+from csp.constants import NONCE, NONE, SELF
 
 from credits.pricing_config import PricingConfigError, default_pricing, parse_model_pricing
 from finn.env import ConfigurationError, env_bool, env_int, env_json, env_list, env_str
@@ -89,6 +90,18 @@ try:
     DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
     LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
     OTEL_ENABLED = env_bool("OTEL_ENABLED", False)
+    # Content-Security-Policy: report-only unless enforced.
+    CSP_ENFORCE = env_bool("CSP_ENFORCE", False)
+    WAITLIST_PROJECT_NAME = env_str("WAITLIST_PROJECT_NAME", "finn") or "finn"
+    WAITLIST_DESCRIPTION = (
+        env_str(
+            "WAITLIST_DESCRIPTION",
+            "Prepaid, pay-per-request billing for AI inference: every micro-dollar accounted for,"
+            " double-entry, audited, and payable with USDC over x402.",
+        )
+        or ""
+    )
+    WAITLIST_CONTACT_EMAIL = env_str("WAITLIST_CONTACT_EMAIL", "hello@finn.example") or ""
     # --- x402 pay-per-request (credits/x402.py) ---
     FEATURE_X402 = env_bool("FEATURE_X402", False)
     X402_NETWORK = env_str("X402_NETWORK", "eip155:84532") or ""
@@ -126,6 +139,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_prometheus",
+    "csp",
     "rest_framework",
     "drf_spectacular",
     "finn",
@@ -147,6 +161,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
+    "finn.web.ReportingEndpointsMiddleware",
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
@@ -214,6 +230,25 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedStaticFilesStorage"},
 }
+
+# One policy for every page (waitlist, admin, API): no 'unsafe-inline', no 'unsafe-eval';
+# inline <script>/<style> need the per-response nonce ({{ request.csp_nonce }}).
+_CSP_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [SELF],
+        "script-src": [SELF, NONCE],
+        "style-src": [SELF, NONCE],
+        "img-src": [SELF, "data:"],
+        "frame-ancestors": [NONE],
+        "object-src": [NONE],
+        "base-uri": [SELF],
+        "form-action": [SELF],
+        "report-uri": "/api/v1/csp-report",
+        "report-to": "csp-endpoint",
+    }
+}
+CONTENT_SECURITY_POLICY = _CSP_POLICY if CSP_ENFORCE else None
+CONTENT_SECURITY_POLICY_REPORT_ONLY = None if CSP_ENFORCE else _CSP_POLICY
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
@@ -350,6 +385,8 @@ RATE_LIMITS = {
     "free": _rate("RATE_LIMIT_FREE", "60/60"),  # per IP, unauthenticated endpoints
     "x402": _rate("RATE_LIMIT_X402", "30/60"),  # per paying wallet
     "x402_quote": _rate("RATE_LIMIT_X402_QUOTE", "60/60"),  # per IP, x402 quotes (402 answers)
+    "waitlist": _rate("RATE_LIMIT_WAITLIST", "10/60"),  # per IP, waitlist signups
+    "csp_report": _rate("RATE_LIMIT_CSP_REPORT", "120/60"),  # per IP, CSP violation reports
     "challenge": _rate("RATE_LIMIT_CHALLENGE", "120/60"),  # per IP, sign-in challenges
     "api_key": _rate("RATE_LIMIT_API_KEY", "60/60"),  # per API key
     "webhook": _rate("RATE_LIMIT_WEBHOOK", "15000/60"),  # per IP: providers deliver bursts from few IPs

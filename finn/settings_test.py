@@ -14,3 +14,7 @@ os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
 from finn.settings import *  # noqa: F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# Static files straight from the apps (no collectstatic in a fresh clone).
+WHITENOISE_USE_FINDERS = True
+WHITENOISE_AUTOREFRESH = True

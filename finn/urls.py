@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from billing import api as billing_api
 from credits import api as credits_api
 from credits import x402_api
-from finn import views
+from finn import views, web
 from webhooks import views as webhook_views
 
 handler404 = "finn.errors.json_404"
@@ -43,6 +43,8 @@ api_v1 = [
 urlpatterns = [
     path("health", views.health, name="health"),
     path("health/security", views.health_security, name="health-security"),
+    path("waitlist/", web.waitlist, name="waitlist"),
+    path("api/v1/csp-report", web.csp_report, name="csp-report"),
     path("api/v1/webhooks/paddle", webhook_views.paddle, name="webhook-paddle"),
     path("api/v1/webhooks/stripe", webhook_views.stripe, name="webhook-stripe"),
     path("api/v1/webhooks/standard", webhook_views.standard, name="webhook-standard"),

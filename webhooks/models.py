@@ -42,3 +42,11 @@ class WebhookEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.provider}:{self.provider_event_id} {self.event_type or self.raw_type} ({self.status})"
+
+
+class WebhookDeadLetter(WebhookEvent):
+    """Dead (and failed) webhook events, as their own admin list with a replay action."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "webhook dead letter"
