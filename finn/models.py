@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 
 class ClockTimestamp(models.Func):
@@ -109,9 +110,7 @@ class WaitlistSignup(models.Model):
             # One signup per address, whatever its case (normalized before insert; checked here).
             models.UniqueConstraint(fields=["email"], name="finn_waitlistsignup_email_uniq"),
             models.UniqueConstraint(fields=["wallet"], name="finn_waitlistsignup_wallet_uniq"),
-            models.CheckConstraint(
-                condition=Q(email=models.functions.Lower("email")), name="finn_waitlistsignup_email_lower"
-            ),
+            models.CheckConstraint(condition=Q(email=Lower("email")), name="finn_waitlistsignup_email_lower"),
             models.CheckConstraint(
                 condition=Q(wallet__isnull=True) | Q(wallet__regex=r"^0x[0-9a-f]{40}$"),
                 name="finn_waitlistsignup_wallet_lower_hex",

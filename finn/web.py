@@ -90,3 +90,8 @@ def csp_report(request: HttpRequest) -> HttpResponse:
         return _error(400, "invalid_report", "no csp-report object or csp-violation report in the body")
     csp_reports_record(violations=violations, now=timezone.now())
     return HttpResponse(status=204)
+
+
+def csrf_failure(request: HttpRequest, reason: str = "") -> HttpResponse:
+    """403 for a missing or bad CSRF token (Django's own page has an inline style the policy blocks)."""
+    return _error(403, "csrf_failed", "CSRF verification failed; reload the page and try again")

@@ -97,6 +97,7 @@ def test_bad_signups_are_400_and_store_nothing(email: str, wallet: str) -> None:
 def test_signup_needs_the_csrf_token() -> None:
     response = Client(enforce_csrf_checks=True).post("/waitlist/", {"email": "a@b.co"})
     assert response.status_code == 403
+    assert response.json()["code"] == "csrf_failed"
     assert not WaitlistSignup.objects.exists()
 
 
