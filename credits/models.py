@@ -66,6 +66,9 @@ class AgentWallet(models.Model):
     token_id = models.CharField(max_length=78)  # a uint256 in decimal
     owner_address = models.CharField(max_length=42)
     identity_anchor = models.CharField(max_length=66, null=True, blank=True)  # noqa: DJ001 - NULL: no anchor
+    # The NFT's collection and its ERC-6551 token-bound account (computed by nft.erc6551).
+    token_contract = models.CharField(max_length=42, blank=True, default="")
+    account_address = models.CharField(max_length=42, blank=True, default="")
     created_at = models.DateTimeField()
 
     class Meta:
@@ -75,6 +78,12 @@ class AgentWallet(models.Model):
                 fields=["identity_anchor"],
                 condition=Q(identity_anchor__isnull=False),
                 name="credits_agentwallet_identity_anchor_uniq",
+            ),
+            # One agent per token-bound account.
+            models.UniqueConstraint(
+                fields=["account_address"],
+                condition=~Q(account_address=""),
+                name="credits_agentwallet_account_address_uniq",
             ),
             models.CheckConstraint(
                 condition=Q(owner_address__regex=r"^0x[0-9a-f]{40}$"), name="credits_agentwallet_owner_lowercase_hex"
@@ -87,6 +96,29 @@ class AgentWallet(models.Model):
 
     def __str__(self) -> str:
         return f"agent {self.token_id} ({self.owner_address})"
+
+
+class AgentWalletAnchor(models.Model):
+    """Every identity anchor a wallet has had: rotation ends one binding and starts another."""
+
+    wallet = models.ForeignKey(AgentWallet, on_delete=models.PROTECT, related_name="anchor_history")
+    identity_anchor = models.CharField(max_length=66)
+    bound_at = models.DateTimeField()
+    unbound_at = models.DateTimeField(null=True, blank=True)
+    actor = models.CharField(max_length=150, blank=True, default="")
+
+    class Meta:
+        constraints = [
+            # An anchor backs at most one wallet at a time (a second binding is an impersonation).
+            models.UniqueConstraint(
+                fields=["identity_anchor"],
+                condition=Q(unbound_at__isnull=True),
+                name="credits_agentwalletanchor_live_uniq",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.identity_anchor} → wallet {self.wallet_id}"
 
 
 class WalletIdentity(models.Model):

@@ -17,10 +17,11 @@ from django.db import IntegrityError, connection, transaction
 from billing.models import Account, AccountKind
 from billing.services import account_create, account_credit_mint_in_transaction
 from credits.metrics import nonce_cleanup_duration_seconds, nonce_replays_total, nonces_deleted_total
-from credits.models import AgentWallet, ApiKey
+from credits.models import AgentWallet, AgentWalletAnchor, ApiKey
 from credits.units import Rounding, cu_to_micro_usd
+from finn.audit import audit_append
 from finn.db import violates
-from finn.errors import InvalidRequest
+from finn.errors import Conflict, InvalidRequest
 
 KEY_PREFIX = "finn_"
 
@@ -141,6 +142,20 @@ _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _ANCHOR = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
+class IdentityAnchorTaken(Conflict):
+    """The anchor already backs another wallet (a second binding would be an impersonation)."""
+
+    code = "identity_anchor_taken"
+
+
+def _check_anchor(identity_anchor: str | None) -> str | None:
+    if identity_anchor is None:
+        return None
+    if not isinstance(identity_anchor, str) or not _ANCHOR.match(identity_anchor):
+        raise InvalidRequest("identity_anchor must be 0x-prefixed hex (at most 32 bytes)", reason="invalid_anchor")
+    return identity_anchor.lower()
+
+
 def agent_wallet_create(
     *,
     owner_address: str,
@@ -148,37 +163,74 @@ def agent_wallet_create(
     daily_cap: int | None,
     refill_threshold: int | None = None,
     identity_anchor: str | None = None,
+    token_contract: str = "",
+    account_address: str = "",
     now: datetime,
 ) -> AgentWallet:
-    """An agent account bound to an NFT and its owner, with its daily cap."""
+    """An agent account bound to an NFT and its owner, with its daily cap (and its ERC-6551 address)."""
     if not isinstance(owner_address, str) or not _ADDRESS.match(owner_address):
         raise InvalidRequest("owner_address must be a 0x-prefixed 20-byte hex address", reason="invalid_address")
     if not isinstance(token_id, str) or not token_id.isdigit() or len(token_id) > 78:
         raise InvalidRequest("token_id must be a decimal uint256", reason="invalid_token_id")
-    if identity_anchor is not None and not _ANCHOR.match(identity_anchor):
-        raise InvalidRequest("identity_anchor must be 0x-prefixed hex (at most 32 bytes)", reason="invalid_anchor")
-    with transaction.atomic(durable=True):
-        account = account_create(
-            kind=AccountKind.AGENT,
-            name=f"agent {token_id}",
-            daily_cap=daily_cap,
-            refill_threshold=refill_threshold,
-        )
-        try:
-            with transaction.atomic():
-                return AgentWallet.objects.create(
-                    account=account,
-                    token_id=token_id,
-                    owner_address=owner_address.lower(),
-                    identity_anchor=identity_anchor.lower() if identity_anchor else None,
-                    created_at=now,
-                )
-        except IntegrityError as exc:
-            if violates(exc, "credits_agentwallet_identity_anchor_uniq"):
-                raise InvalidRequest(
-                    "this identity anchor already backs another wallet", reason="identity_anchor_taken"
-                ) from None
-            raise
+    for name, value in (("token_contract", token_contract), ("account_address", account_address)):
+        if value and not _ADDRESS.match(value):
+            raise InvalidRequest(f"{name} must be a 0x-prefixed 20-byte hex address", reason="invalid_address")
+    anchor = _check_anchor(identity_anchor)
+    try:
+        with transaction.atomic(durable=True):
+            account = account_create(
+                kind=AccountKind.AGENT,
+                name=f"agent {token_id}",
+                daily_cap=daily_cap,
+                refill_threshold=refill_threshold,
+            )
+            wallet = AgentWallet.objects.create(
+                account=account,
+                token_id=token_id,
+                owner_address=owner_address.lower(),
+                identity_anchor=anchor,
+                token_contract=token_contract.lower(),
+                account_address=account_address,
+                created_at=now,
+            )
+            if anchor:
+                AgentWalletAnchor.objects.create(wallet=wallet, identity_anchor=anchor, bound_at=now)
+            return wallet
+    except IntegrityError as exc:
+        if violates(exc, "credits_agentwallet_identity_anchor_uniq") or violates(
+            exc, "credits_agentwalletanchor_live_uniq"
+        ):
+            raise IdentityAnchorTaken("this identity anchor already backs another wallet") from None
+        raise
+
+
+def agent_wallet_anchor_rotate(*, wallet_id: int, identity_anchor: str, actor: str, now: datetime) -> AgentWallet:
+    """Bind a new identity anchor to a wallet; the old binding is kept in the history (unbound_at)."""
+    anchor = _check_anchor(identity_anchor)
+    assert anchor is not None
+    try:
+        with transaction.atomic(durable=True):
+            wallet = AgentWallet.objects.select_for_update().get(pk=wallet_id)
+            previous = wallet.identity_anchor
+            AgentWalletAnchor.objects.filter(wallet=wallet, unbound_at__isnull=True).update(unbound_at=now)
+            AgentWallet.objects.filter(pk=wallet_id).update(identity_anchor=anchor)
+            AgentWalletAnchor.objects.create(wallet=wallet, identity_anchor=anchor, bound_at=now, actor=actor)
+            audit_append(
+                event_type="agent_wallet_anchor_rotated",
+                payload={"wallet_id": wallet_id, "from": previous, "to": anchor},
+                correlation_id=f"agent_wallet:{wallet_id}",
+                now=now,
+                account_id=wallet.account_id,
+                actor=actor,
+            )
+    except IntegrityError as exc:
+        if violates(exc, "credits_agentwallet_identity_anchor_uniq") or violates(
+            exc, "credits_agentwalletanchor_live_uniq"
+        ):
+            raise IdentityAnchorTaken("this identity anchor already backs another wallet") from None
+        raise
+    wallet.refresh_from_db()
+    return wallet
 
 
 # --- card purchases of credit packs (arrive through webhooks) -------------------------

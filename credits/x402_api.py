@@ -38,6 +38,7 @@ from credits.x402 import (
 from finn.auth import Principal
 from finn.errors import InvalidRequest
 from finn.fields import ErrorSerializer, StrictIntegerField
+from finn.flags import feature_enabled
 from finn.ratelimit import client_ip, rate_limit_hit
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
@@ -163,7 +164,7 @@ class X402InvokeApi(APIView):
         responses={200: InvokeOutput, 502: OpenApiResponse(ErrorSerializer), **_RESPONSES},
     )
     def post(self, request: Request) -> Response:
-        if not settings.FEATURE_X402:
+        if not feature_enabled("x402"):
             raise FeatureDisabled()
         serializer = self.InvokeInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -229,7 +230,7 @@ class X402CreditPackApi(APIView):
         responses={200: PackOutput, 401: OpenApiResponse(ErrorSerializer), **_RESPONSES},
     )
     def post(self, request: Request) -> Response:
-        if not settings.FEATURE_X402:
+        if not feature_enabled("x402"):
             raise FeatureDisabled()
         principal = request.user
         assert isinstance(principal, Principal)

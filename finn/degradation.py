@@ -53,6 +53,10 @@ DEGRADATION: dict[str, Degradation] = {
     "agent_daily_cache": Degradation(Mode.DB_FALLBACK),
     # Webhooks need their distributed lock: the provider retries later.
     "webhooks": Degradation(Mode.FAIL_CLOSED, 503),
+    # Feature flags and the beta allowlist are read from PostgreSQL (their truth).
+    "feature_flags": Degradation(Mode.DB_FALLBACK),
+    # NFT detection results are not cached (every call asks the API or the chain).
+    "nft_detection_cache": Degradation(Mode.DB_FALLBACK),
     # Boost and badge purchases take a per-member distributed lock: refuse them.
     "purchase_lock": Degradation(Mode.FAIL_CLOSED, 503),
 }

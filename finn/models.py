@@ -136,3 +136,34 @@ class CspReport(models.Model):
 
     def __str__(self) -> str:
         return f"{self.violated_directive} on {self.document_uri}"
+
+
+class FeatureFlag(models.Model):
+    """A feature switch (billing, credits, nft, onboarding, x402, x402_public); Redis caches it."""
+
+    name = models.CharField(primary_key=True, max_length=32)
+    enabled = models.BooleanField()
+    updated_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name}: {'on' if self.enabled else 'off'}"
+
+
+class BetaAllowlistEntry(models.Model):
+    """A wallet let into the closed beta (onboarding)."""
+
+    address = models.CharField(primary_key=True, max_length=42)
+    note = models.CharField(max_length=200, blank=True, default="")
+    created_at = models.DateTimeField()
+
+    class Meta:
+        verbose_name = "beta allowlist entry"
+        verbose_name_plural = "beta allowlist"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(address__regex=r"^0x[0-9a-f]{40}$"), name="finn_betaallowlistentry_address_lower_hex"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.address

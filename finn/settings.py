@@ -90,6 +90,22 @@ try:
     DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
     LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
     OTEL_ENABLED = env_bool("OTEL_ENABLED", False)
+    # --- NFT agents (nft/) ---
+    BETA_BYPASS_ADDRESSES = [a.lower() for a in env_list("BETA_BYPASS_ADDRESSES", [])]
+    ALCHEMY_API_KEY = env_str("ALCHEMY_API_KEY", "") or ""
+    ALCHEMY_BASE_URL = (
+        env_str("ALCHEMY_BASE_URL", f"https://base-mainnet.g.alchemy.com/nft/v3/{ALCHEMY_API_KEY}") or ""
+    ).rstrip("/")
+    NFT_COLLECTIONS = [str(c).lower() for c in (env_json("NFT_COLLECTIONS", []) or []) if isinstance(c, str)]
+    NFT_CHAIN_ID = env_int("NFT_CHAIN_ID", 8453, minimum=1)
+    NFT_RPC_URL = env_str("NFT_RPC_URL", ETH_RPC_URL) or ""
+    NFT_DETECTION_TIMEOUT_SECONDS = env_int("NFT_DETECTION_TIMEOUT_SECONDS", 10, minimum=1)
+    NFT_DETECTION_CACHE_SECONDS = env_int("NFT_DETECTION_CACHE_SECONDS", 300, minimum=1)
+    ERC6551_REGISTRY = env_str("ERC6551_REGISTRY", "0x000000006551c19487814612e58FE06813775758") or ""
+    # Tokenbound's v3 account proxy; any ERC-6551 account implementation may be configured.
+    ERC6551_IMPLEMENTATION = env_str("ERC6551_IMPLEMENTATION", "0x55266d75D1a14E4572138116aF39863Ed6596E7F") or ""
+    ERC6551_SALT = env_int("ERC6551_SALT", 0, minimum=0)
+    ONBOARDING_SESSION_SECONDS = env_int("ONBOARDING_SESSION_SECONDS", 3600, minimum=60)
     # Content-Security-Policy: report-only unless enforced.
     CSP_ENFORCE = env_bool("CSP_ENFORCE", False)
     WAITLIST_PROJECT_NAME = env_str("WAITLIST_PROJECT_NAME", "finn") or "finn"
@@ -146,6 +162,7 @@ INSTALLED_APPS = [
     "billing",
     "credits",
     "webhooks",
+    "nft",
 ]
 
 MIDDLEWARE = [

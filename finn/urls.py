@@ -8,6 +8,7 @@ from billing import api as billing_api
 from credits import api as credits_api
 from credits import x402_api
 from finn import views, web
+from nft import api as nft_api
 from webhooks import views as webhook_views
 
 handler404 = "finn.errors.json_404"
@@ -28,6 +29,28 @@ api_v1 = [
     path("billing/badges", billing_api.BadgePurchaseApi.as_view(), name="billing-badge-purchase"),
     path("x402/invoke", x402_api.X402InvokeApi.as_view(), name="x402-invoke"),
     path("credits/x402", x402_api.X402CreditPackApi.as_view(), name="credits-x402"),
+    path("nft/<str:collection>/<str:token_id>/personality", nft_api.PersonalityApi.as_view(), name="nft-personality"),
+    path(
+        "nft/<str:collection>/<str:token_id>/personality/versions",
+        nft_api.PersonalityVersionsApi.as_view(),
+        name="nft-personality-versions",
+    ),
+    path(
+        "nft/<str:collection>/<str:token_id>/personality/profile.md",
+        nft_api.PersonalityProfileApi.as_view(),
+        name="nft-personality-profile",
+    ),
+    path("onboarding/start", nft_api.OnboardingStartApi.as_view(), name="onboarding-start"),
+    path("onboarding/<str:session_id>", nft_api.OnboardingSessionApi.as_view(), name="onboarding-session"),
+    path("onboarding/<str:session_id>/detect-nfts", nft_api.OnboardingDetectApi.as_view(), name="onboarding-detect"),
+    path("onboarding/<str:session_id>/select-nft", nft_api.OnboardingSelectApi.as_view(), name="onboarding-select"),
+    path(
+        "onboarding/<str:session_id>/personality",
+        nft_api.OnboardingPersonalityApi.as_view(),
+        name="onboarding-personality",
+    ),
+    path("onboarding/<str:session_id>/credits", nft_api.OnboardingCreditsApi.as_view(), name="onboarding-credits"),
+    path("onboarding/<str:session_id>/complete", nft_api.OnboardingCompleteApi.as_view(), name="onboarding-complete"),
     path("models", credits_api.ModelListApi.as_view(), name="models"),
     path("auth/nonce", credits_api.AuthNonceApi.as_view(), name="auth-nonce"),
     path("auth/verify", credits_api.AuthVerifyApi.as_view(), name="auth-verify"),

@@ -219,3 +219,61 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+@dataclass
+class NftApi:
+    """The fake batch NFT API: ``owned[wallet]`` lists (contract, token id, title); ``page_size`` per page."""
+
+    owned: dict[str, list[tuple[str, str, str]]] = field(default_factory=dict)
+    page_size: int = 2
+    failing: bool = False
+    calls: list[dict[str, list[str]]] = field(default_factory=list)
+    url: str = ""
+
+
+@contextmanager
+def fake_nft_api(**behaviour: Any) -> Iterator[NftApi]:
+    """Speaks ``GET /getNFTsForOwner`` with ``pageKey`` paging, like Alchemy's NFT API v3."""
+    from urllib.parse import parse_qs, urlparse
+
+    state = NftApi(**behaviour)
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+        def do_GET(self) -> None:
+            query = parse_qs(urlparse(self.path).query)
+            state.calls.append(query)
+            if state.failing or not self.path.split("?")[0].endswith("/getNFTsForOwner"):
+                self.send_response(503)
+                self.end_headers()
+                return
+            owner = query.get("owner", [""])[0].lower()
+            contracts = {c.lower() for c in query.get("contractAddresses[]", [])}
+            items = [i for i in state.owned.get(owner, []) if not contracts or i[0].lower() in contracts]
+            start = int(query.get("pageKey", ["0"])[0])
+            page = items[start : start + state.page_size]
+            body: dict[str, Any] = {
+                "ownedNfts": [{"contract": {"address": c}, "tokenId": t, "name": n} for c, t, n in page],
+                "totalCount": len(items),
+            }
+            if start + state.page_size < len(items):
+                body["pageKey"] = str(start + state.page_size)
+            payload = json.dumps(body).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    state.url = f"http://127.0.0.1:{server.server_address[1]}/nft/v3/test-key"
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -213,17 +213,18 @@ def test_budget_endpoint(make_account) -> None:
 @pytest.mark.django_db
 def test_identity_anchor_is_unique_and_inputs_are_checked() -> None:
     # given
+    from credits.services import IdentityAnchorTaken
     from finn.errors import InvalidRequest
 
     agent_wallet_create(
         owner_address="0x" + "11" * 20, token_id="1", daily_cap=1, identity_anchor="0xabc", now=timezone.now()
     )
     # when / then
-    with pytest.raises(InvalidRequest) as taken:
+    with pytest.raises(IdentityAnchorTaken) as taken:
         agent_wallet_create(
             owner_address="0x" + "22" * 20, token_id="2", daily_cap=1, identity_anchor="0xABC", now=timezone.now()
         )
-    assert taken.value.extra["reason"] == "identity_anchor_taken"
+    assert (taken.value.status, taken.value.code) == (409, "identity_anchor_taken")
     for bad in ({"owner_address": "0x123"}, {"token_id": "-1"}, {"identity_anchor": "zz"}):
         args = {"owner_address": "0x" + "33" * 20, "token_id": "3", "daily_cap": 1, "now": timezone.now(), **bad}
         with pytest.raises(InvalidRequest):

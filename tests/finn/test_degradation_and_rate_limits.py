@@ -36,6 +36,8 @@ def test_degradation_table_is_the_specified_one() -> None:
         "agent_daily_cache": (Mode.DB_FALLBACK, None),
         "webhooks": (Mode.FAIL_CLOSED, 503),
         "purchase_lock": (Mode.FAIL_CLOSED, 503),
+        "feature_flags": (Mode.DB_FALLBACK, None),
+        "nft_detection_cache": (Mode.DB_FALLBACK, None),
     }
 
 

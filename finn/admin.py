@@ -1,0 +1,67 @@
+"""Feature flags and the beta allowlist in the admin (changes go through finn.flags, which audits)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin
+from django.http import HttpRequest
+from django.utils import timezone
+
+from finn.flags import allowlist_add, allowlist_remove, feature_flag_set
+from finn.models import BetaAllowlistEntry, CspReport, FeatureFlag, WaitlistSignup
+
+
+@admin.register(FeatureFlag)
+class FeatureFlagAdmin(admin.ModelAdmin[FeatureFlag]):
+    list_display = ["name", "enabled", "updated_at"]
+    readonly_fields = ["updated_at"]
+
+    def save_model(self, request: HttpRequest, obj: FeatureFlag, form: Any, change: bool) -> None:
+        feature_flag_set(name=obj.name, enabled=obj.enabled, actor=request.user.get_username(), now=timezone.now())
+
+    def has_delete_permission(self, request: HttpRequest, obj: FeatureFlag | None = None) -> bool:
+        return False
+
+
+@admin.register(BetaAllowlistEntry)
+class BetaAllowlistAdmin(admin.ModelAdmin[BetaAllowlistEntry]):
+    list_display = ["address", "note", "created_at"]
+    search_fields = ["=address"]
+    readonly_fields = ["created_at"]
+
+    def save_model(self, request: HttpRequest, obj: BetaAllowlistEntry, form: Any, change: bool) -> None:
+        allowlist_add(address=obj.address, note=obj.note, actor=request.user.get_username(), now=timezone.now())
+
+    def delete_model(self, request: HttpRequest, obj: BetaAllowlistEntry) -> None:
+        allowlist_remove(address=obj.address, actor=request.user.get_username(), now=timezone.now())
+
+    def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
+        for entry in queryset:
+            self.delete_model(request, entry)
+
+
+@admin.register(WaitlistSignup)
+class WaitlistSignupAdmin(admin.ModelAdmin[WaitlistSignup]):
+    list_display = ["email", "wallet", "created_at"]
+    search_fields = ["=email", "=wallet"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: WaitlistSignup | None = None) -> bool:
+        return False
+
+
+@admin.register(CspReport)
+class CspReportAdmin(admin.ModelAdmin[CspReport]):
+    list_display = ["created_at", "violated_directive", "blocked_uri", "document_uri", "disposition"]
+    list_filter = ["violated_directive"]
+    show_full_result_count = False
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: CspReport | None = None) -> bool:
+        return False

@@ -1,0 +1,138 @@
+"""Feature flags and the beta allowlist: rows in PostgreSQL, cached in Redis for 60 s.
+
+A flag without a row has its default (``flag_defaults``); x402 also needs its
+treasury address configured. Changes through the services drop the cache on
+commit, so every process sees them within one request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import datetime
+
+import redis
+from django.conf import settings
+from django.db import transaction
+
+from finn.audit import audit_append
+from finn.degradation import redis_guard
+from finn.errors import InvalidRequest
+from finn.models import BetaAllowlistEntry, FeatureFlag
+from finn.redis import get_redis
+
+FLAGS = ("billing", "credits", "nft", "onboarding", "x402", "x402_public")
+CACHE_SECONDS = 60
+
+
+def flag_defaults() -> dict[str, bool]:
+    return {
+        "billing": True,
+        "credits": True,
+        "nft": True,
+        "onboarding": True,
+        "x402": bool(settings.FEATURE_X402),
+        "x402_public": False,
+    }
+
+
+def _cache_key(name: str) -> str:
+    return f"finn:flag:{name}"
+
+
+def feature_enabled(name: str) -> bool:
+    if name not in FLAGS:
+        raise KeyError(f"unknown feature flag {name!r}")
+
+    def from_database() -> bool:
+        row = FeatureFlag.objects.filter(name=name).values_list("enabled", flat=True).first()
+        return flag_defaults()[name] if row is None else bool(row)
+
+    cached = redis_guard("feature_flags", lambda: get_redis().get(_cache_key(name)), fallback=lambda: None)
+    if cached in ("1", "0"):
+        enabled = cached == "1"
+    else:
+        enabled = from_database()
+        redis_guard(
+            "feature_flags",
+            lambda: get_redis().set(_cache_key(name), "1" if enabled else "0", ex=CACHE_SECONDS),
+            fallback=lambda: None,
+        )
+    if name == "x402":
+        return enabled and bool(settings.X402_PAY_TO)
+    return enabled
+
+
+def _forget(key: str) -> None:
+    """Drop the cached value now and again after commit (a reader may re-cache the old row in between)."""
+
+    def drop() -> None:
+        with contextlib.suppress(redis.RedisError, OSError):
+            get_redis().delete(key)
+
+    drop()
+    transaction.on_commit(drop)
+
+
+def feature_flag_set(*, name: str, enabled: bool, actor: str, now: datetime) -> FeatureFlag:
+    if name not in FLAGS:
+        raise InvalidRequest(f"unknown feature flag {name!r}", reason="unknown_flag")
+    with transaction.atomic():  # not durable: the admin's change view already holds a transaction
+        flag, _ = FeatureFlag.objects.update_or_create(name=name, defaults={"enabled": enabled, "updated_at": now})
+        audit_append(
+            event_type="feature_flag_set",
+            payload={"name": name, "enabled": enabled},
+            correlation_id=f"flag:{name}",
+            now=now,
+            actor=actor,
+        )
+        _forget(_cache_key(name))
+    return flag
+
+
+def _allowlist_key(address: str) -> str:
+    return f"finn:allowlist:{address}"
+
+
+def allowlisted(address: str) -> bool:
+    address = address.lower()
+    if address in {a.lower() for a in settings.BETA_BYPASS_ADDRESSES}:
+        return True
+    cached = redis_guard("feature_flags", lambda: get_redis().get(_allowlist_key(address)), fallback=lambda: None)
+    if cached in ("1", "0"):
+        return cached == "1"
+    listed = BetaAllowlistEntry.objects.filter(address=address).exists()
+    redis_guard(
+        "feature_flags",
+        lambda: get_redis().set(_allowlist_key(address), "1" if listed else "0", ex=CACHE_SECONDS),
+        fallback=lambda: None,
+    )
+    return listed
+
+
+def allowlist_add(*, address: str, note: str = "", actor: str, now: datetime) -> BetaAllowlistEntry:
+    if not isinstance(address, str) or len(address) != 42 or not address.startswith("0x"):
+        raise InvalidRequest("address must be a 0x-prefixed 20-byte hex address", reason="invalid_address")
+    address = address.lower()
+    with transaction.atomic():  # not durable: the admin's change view already holds a transaction
+        entry, _ = BetaAllowlistEntry.objects.get_or_create(address=address, defaults={"note": note, "created_at": now})
+        audit_append(
+            event_type="beta_allowlist_add", payload={"address": address}, correlation_id=address, now=now, actor=actor
+        )
+        _forget(_allowlist_key(address))
+    return entry
+
+
+def allowlist_remove(*, address: str, actor: str, now: datetime) -> bool:
+    address = address.lower()
+    with transaction.atomic():  # not durable: the admin's change view already holds a transaction
+        removed, _ = BetaAllowlistEntry.objects.filter(address=address).delete()
+        if removed:
+            audit_append(
+                event_type="beta_allowlist_remove",
+                payload={"address": address},
+                correlation_id=address,
+                now=now,
+                actor=actor,
+            )
+        _forget(_allowlist_key(address))
+    return bool(removed)
