@@ -84,10 +84,14 @@ lint: install-dev
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy .
 
-# The browser tests drive Debian's Chromium headless; install it when it is missing.
+# Tools the suite drives, from Debian's packages when missing: Chromium (browser tests),
+# promtool and amtool (alert rules and Alertmanager config).
+TOOL_PACKAGES := chromium:chromium promtool:prometheus amtool:prometheus-alertmanager
 browser:
-	@command -v chromium >/dev/null 2>&1 || { echo "installing Debian's chromium (browser tests)"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	@missing=""; for pair in $(TOOL_PACKAGES); do \
+		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; fi
 
 # The suite uses its own Redis database (15), so `make test` beside a running
 # `make run` neither flushes its keys nor feeds its worker.

@@ -16,6 +16,13 @@ timeout = 30
 keepalive = 30
 
 
+def post_worker_init(worker: Any) -> None:
+    # After the fork and the app load: tracing exporters run a thread, which does not survive a fork.
+    from finn.tracing import tracing_init
+
+    tracing_init()
+
+
 def child_exit(server: Any, worker: Any) -> None:
     # With several workers, Prometheus metrics are aggregated from files in
     # PROMETHEUS_MULTIPROC_DIR; a dead worker's live gauges are dropped.

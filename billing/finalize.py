@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from billing import services, upstream
 from billing.errors import FenceStale, InvalidTransition
-from billing.metrics import finalize_attempts_total, finalize_escalations_total, finalize_pending_entries
+from billing.metrics import finalize_attempts_total, finalize_escalations_total, finalize_pending_entries, rejected
 from billing.models import BillingEntry
 from billing.states import EntryState
 from finn.breaker import CircuitBreaker
@@ -93,6 +93,7 @@ def entry_finalize_attempt(*, entry_id: str, now: datetime | None = None, replay
         return "deferred" if replay else _defer(entry_id, now=now, seconds=DEFER_SECONDS, why="redis_unavailable")
     if not lock.acquired:
         finalize_attempts_total.labels(lock.reason).inc()
+        rejected(lock.reason)
         return lock.reason
     assert lock.token is not None
     try:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import functools
+import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import ParamSpec, TypeVar
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
 from finn.errors import DomainError
 
@@ -14,10 +16,35 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 operations_total = Counter(
-    "finn_billing_operations_total",
-    "Billing service calls by operation and outcome (ok or the error code).",
-    ["operation", "outcome"],
+    "billing_ops_total",
+    "Billing service calls by operation and status (ok or the error code).",
+    ["op", "status"],
 )
+op_duration_seconds = Histogram(
+    "billing_op_duration_seconds",
+    "Duration of billing service calls.",
+    ["op"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+rejected_total = Counter(
+    "billing_rejected_total",
+    "Refused billing work by reason (insufficient_funds, cap_reached, hold_expired, lock_contention, ...).",
+    ["reason"],
+)
+# Error codes whose reason has another name on the dashboards.
+_REASONS = {"daily_cap_exceeded": "cap_reached", "idempotency_mismatch": "idempotency_conflict"}
+
+
+def rejected(reason: str) -> None:
+    rejected_total.labels(_REASONS.get(reason, reason)).inc()
+
+
+holds_open = Gauge("billing_holds_open", "Open holds (RESERVE_HELD).", multiprocess_mode="mostrecent")
+hold_age_seconds = Gauge("billing_hold_age_seconds", "Age of the oldest open hold.", multiprocess_mode="mostrecent")
+finalize_pending = Gauge(
+    "billing_finalize_pending", "Entries waiting to be finalized upstream.", multiprocess_mode="mostrecent"
+)
+finalize_poison = Gauge("billing_finalize_poison", "Poison entries (FINALIZE_FAILED).", multiprocess_mode="mostrecent")
 balance_cache_write_failures_total = Counter(
     "finn_billing_balance_cache_write_failures_total",
     "Balance cache writes to Redis that failed (the ledger is unaffected).",
@@ -36,7 +63,7 @@ finalize_escalations_total = Counter(
     "Poison entries (FINALIZE_FAILED) escalated after the escalation window.",
 )
 hold_expiry_released_total = Counter(
-    "finn_billing_hold_expiry_released_total",
+    "billing_holds_expired_total",
     "Expired holds released by the sweeper.",
 )
 balance_drift_total = Counter(
@@ -77,14 +104,38 @@ def counted(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     def decorate(func: Callable[P, R]) -> Callable[P, R]:
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            started = time.perf_counter()
             try:
                 result = func(*args, **kwargs)
             except DomainError as exc:
                 operations_total.labels(operation, exc.code).inc()
+                rejected(exc.code)
                 raise
+            finally:
+                op_duration_seconds.labels(operation).observe(time.perf_counter() - started)
             operations_total.labels(operation, "ok").inc()
             return result
 
         return wrapper
 
     return decorate
+
+
+def metrics_refresh(*, now: datetime) -> str:
+    """Set the ledger gauges from one query (run by beat in a worker; gauges are multiprocess)."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE state = 'RESERVE_HELD'),"
+            " min(created_at) FILTER (WHERE state = 'RESERVE_HELD'),"
+            " count(*) FILTER (WHERE state = 'FINALIZE_PENDING'),"
+            " count(*) FILTER (WHERE state = 'FINALIZE_FAILED')"
+            " FROM billing_billingentry WHERE state IN ('RESERVE_HELD', 'FINALIZE_PENDING', 'FINALIZE_FAILED')"
+        )
+        held, oldest, pending, poison = cursor.fetchone()
+    holds_open.set(held)
+    hold_age_seconds.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+    finalize_pending.set(pending)
+    finalize_poison.set(poison)
+    return f"holds {held}, pending {pending}, poison {poison}"

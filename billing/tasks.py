@@ -85,3 +85,11 @@ def audit_chain_task() -> str:
     from billing.wal import audit_chain
 
     return f"chained {audit_chain()} audit records"
+
+
+@shared_task(name="billing.tasks.metrics_refresh_task")
+def metrics_refresh_task() -> str:
+    """Every 30 s: the ledger gauges (open holds, oldest hold, finalize pending/poison) from PostgreSQL."""
+    from billing.metrics import metrics_refresh
+
+    return metrics_refresh(now=timezone.now())

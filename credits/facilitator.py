@@ -23,7 +23,7 @@ _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 def settlement_breaker() -> CircuitBreaker:
     return CircuitBreaker(
-        name="x402_settlement",
+        name="settlement",
         failure_threshold=settings.X402_BREAKER_THRESHOLD,
         window_seconds=settings.X402_BREAKER_WINDOW_SECONDS,
         cooldown_seconds=settings.X402_BREAKER_COOLDOWN_SECONDS,

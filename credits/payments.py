@@ -34,6 +34,7 @@ from ulid import ULID
 
 from billing import services as billing_services
 from billing.errors import InvalidTransition
+from billing.metrics import rejected
 from credits import facilitator
 from credits.models import CreditNote, X402Payment, X402Quote
 from credits.selectors import wallet_credit_balance
@@ -61,6 +62,7 @@ from finn.db import violates
 from finn.degradation import redis_guard
 from finn.errors import Conflict
 from finn.redis import get_redis
+from finn.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -353,6 +355,7 @@ def _check(decoded: DecodedPayment, quote: X402Quote, *, now: datetime) -> None:
     with verification_slot():
         valid = signature_valid(auth, NETWORKS[quote.network], quote.asset)
     if not valid:
+        rejected("signature_invalid")
         raise refuse("invalid_signature", "the EIP-712 signature does not recover to the payer")
 
 
@@ -419,20 +422,21 @@ def _move(payment_id: str, source: str, target: str, now: datetime, **fields: An
 
 def _payment_settled(payment: X402Payment, quote: X402Quote, *, tx_hash: str, now: datetime) -> None:
     """Funds moved: status, tx hash and the journal together (credit pack: the mint)."""
-    with transaction.atomic(durable=True):
+    with span("billing.finalize", payment_id=payment.pk), transaction.atomic(durable=True):
         if quote.purpose == X402Quote.Purpose.CREDIT_PACK:
             assert quote.account_id is not None
-            minted = billing_services.credit_mint_from_usdc(
-                account_id=quote.account_id,
-                amount_micro_usdc=payment.amount,
-                usd_per_usdc=settings.USD_USDC_RATE,
-                idempotency_key=f"x402:pack:{payment.pk}",
-                correlation_id=quote.pk,
-                now=now,
-                actor=payment.payer,
-                reason="x402 credit pack",
-                details={"payment_id": payment.pk, "tx_hash": tx_hash, "pack_size": quote.pack_size},
-            )
+            with span("billing.ledger", event_type="credit_mint"):
+                minted = billing_services.credit_mint_from_usdc(
+                    account_id=quote.account_id,
+                    amount_micro_usdc=payment.amount,
+                    usd_per_usdc=settings.USD_USDC_RATE,
+                    idempotency_key=f"x402:pack:{payment.pk}",
+                    correlation_id=quote.pk,
+                    now=now,
+                    actor=payment.payer,
+                    reason="x402 credit pack",
+                    details={"payment_id": payment.pk, "tx_hash": tx_hash, "pack_size": quote.pack_size},
+                )
             journal_id = minted.journal_entry_id
         else:
             used = _credit_consume(wallet=payment.payer, amount=quote.credit_applied, now=now)
@@ -443,13 +447,14 @@ def _payment_settled(payment: X402Payment, quote: X402Quote, *, tx_hash: str, no
                     correlation_id=quote.pk,
                     now=now,
                 )
-            journal_id = billing_services.x402_payment_post(
-                payment_id=payment.pk,
-                received=payment.amount,
-                credit_used=used,
-                usd_per_usdc=settings.USD_USDC_RATE,
-                now=now,
-            )
+            with span("billing.ledger", event_type="x402_payment"):
+                journal_id = billing_services.x402_payment_post(
+                    payment_id=payment.pk,
+                    received=payment.amount,
+                    credit_used=used,
+                    usd_per_usdc=settings.USD_USDC_RATE,
+                    now=now,
+                )
         if not _move(
             payment.pk,
             X402Payment.Status.PENDING,
@@ -562,39 +567,55 @@ def x402_pay(
     work: Callable[[X402Payment, X402Quote], tuple[int, dict[str, Any], int | None]],
     now: datetime,
 ) -> PaidAnswer:
-    """Take one x402 payment from header to answer (see the module docstring)."""
-    quote = _match_quote(decoded, purpose=purpose, request_sha256=request_sha256, now=now)
-    existing = _find_payment(decoded, quote)
-    if existing is None:
-        _check(decoded, quote, now=now)
-        _nonce_fast_path(decoded, quote)
-        try:
-            payment = _payment_record(decoded, quote, now=now)
-        except IntegrityError as exc:
-            if not violates(exc, "credits_x402payment_authorization_uniq"):
-                raise
-            raise refuse("nonce_reused", "this authorization's nonce was already used") from None
-    else:
-        if existing.quote_id != quote.pk or existing.signature != decoded.authorization.signature:
-            raise refuse("nonce_reused", "this authorization's nonce was already used")
-        payment = existing
-        if payment.status == X402Payment.Status.COMPLETED:
-            return PaidAnswer(
-                payment.response_status or 200, dict(payment.response_body or {}), _response_headers(payment), True
-            )
-        if payment.status == X402Payment.Status.PENDING:
-            raise SettlementInProgress()
-        if payment.status == X402Payment.Status.SETTLED:
-            if (now - payment.updated_at).total_seconds() < STALE_SETTLED_SECONDS:
-                raise SettlementInProgress()
-            # The worker died between settlement and its answer: the wallet gets all of it back.
-            return _payment_complete(payment.pk, work=lambda p, q: _failed_work(), now=now)
-        # FAILED: nothing moved; settle again (exclusive: only one retry wins the CAS).
-        if not _move(
-            payment.pk, X402Payment.Status.FAILED, X402Payment.Status.PENDING, now, attempts=payment.attempts + 1
-        ):
-            raise SettlementInProgress()
-    _settle(payment, quote, decoded.raw, now=now)
+    """Take one x402 payment from header to answer (see the module docstring).
+
+    Traced (when on) as nested spans: x402.quote → x402.verify → x402.settle →
+    billing.finalize → billing.ledger.
+    """
+    with span("x402.quote", purpose=purpose) as quote_span:
+        quote = _match_quote(decoded, purpose=purpose, request_sha256=request_sha256, now=now)
+        if quote_span is not None:
+            quote_span.set_attribute("quote_id", quote.pk)
+        with span("x402.verify", payer=decoded.authorization.payer):
+            existing = _find_payment(decoded, quote)
+            if existing is None:
+                _check(decoded, quote, now=now)
+                _nonce_fast_path(decoded, quote)
+                try:
+                    payment = _payment_record(decoded, quote, now=now)
+                except IntegrityError as exc:
+                    if not violates(exc, "credits_x402payment_authorization_uniq"):
+                        raise
+                    raise refuse("nonce_reused", "this authorization's nonce was already used") from None
+            else:
+                if existing.quote_id != quote.pk or existing.signature != decoded.authorization.signature:
+                    raise refuse("nonce_reused", "this authorization's nonce was already used")
+                payment = existing
+                if payment.status == X402Payment.Status.COMPLETED:
+                    return PaidAnswer(
+                        payment.response_status or 200,
+                        dict(payment.response_body or {}),
+                        _response_headers(payment),
+                        True,
+                    )
+                if payment.status == X402Payment.Status.PENDING:
+                    raise SettlementInProgress()
+                if payment.status == X402Payment.Status.SETTLED:
+                    if (now - payment.updated_at).total_seconds() < STALE_SETTLED_SECONDS:
+                        raise SettlementInProgress()
+                    # The worker died between settlement and its answer: the wallet gets all of it back.
+                    return _payment_complete(payment.pk, work=lambda p, q: _failed_work(), now=now)
+                # FAILED: nothing moved; settle again (exclusive: only one retry wins the CAS).
+                if not _move(
+                    payment.pk,
+                    X402Payment.Status.FAILED,
+                    X402Payment.Status.PENDING,
+                    now,
+                    attempts=payment.attempts + 1,
+                ):
+                    raise SettlementInProgress()
+            with span("x402.settle", payment_id=payment.pk):
+                _settle(payment, quote, decoded.raw, now=now)
     return _payment_complete(payment.pk, work=work, now=now)
 
 

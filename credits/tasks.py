@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
 from django.utils import timezone
 
-from credits.metrics import nonce_cleanup_failures_total
+from credits.metrics import nonce_cleanup_failures_total, nonce_cleanup_last_success
 from credits.services import nonce_cleanup
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ def nonce_cleanup_task() -> str:
         nonce_cleanup_failures_total.inc()
         logger.exception("nonce cleanup failed")
         return "nonce cleanup failed"
+    nonce_cleanup_last_success.set(time.time())
     logger.info("nonce cleanup", extra={"deleted": result.deleted, "seconds": round(result.seconds, 3)})
     return f"deleted {result.deleted} used nonces in {result.seconds:.3f} s"
 

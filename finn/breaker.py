@@ -27,11 +27,26 @@ logger = logging.getLogger(__name__)
 STATE_VALUES = {"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}
 
 breaker_state = Gauge(
-    "finn_circuit_breaker_state",
-    "Circuit breaker state (0 closed, 1 open, 2 half-open).",
-    ["name"],
+    "circuit_breaker_state",
+    "Circuit breaker state (0 closed, 1 open, 2 half-open), one series per breaker.",
+    ["breaker"],
     multiprocess_mode="mostrecent",
 )
+
+
+def breaker_changed(name: str, before: str, state: str, failure_count: int) -> None:
+    """One JSON log line per state change (from, to, failure_count, timestamp)."""
+    logger.warning(
+        "circuit breaker state change",
+        extra={
+            "breaker": name,
+            "from": before,
+            "to": state,
+            "failure_count": failure_count,
+            "timestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+
 
 # KEYS: state hash, failures zset, probe key. ARGV: now_ms, cooldown_ms, probe_ttl_ms, owner
 _ALLOW = register_script(
@@ -113,13 +128,10 @@ class CircuitBreaker:
         base = f"billing:breaker:{self.name}"
         return [base, f"{base}:failures", f"{base}:probe"]
 
-    def _observe(self, state: str, before: str) -> None:
+    def _observe(self, state: str, before: str, failures: int = 0) -> None:
         breaker_state.labels(self.name).set(STATE_VALUES.get(state, 0))
         if state != before:
-            logger.warning(
-                "circuit breaker state change",
-                extra={"breaker": self.name, "from_state": before, "to_state": state},
-            )
+            breaker_changed(self.name, before, state, failures)
 
     @staticmethod
     def _now_ms() -> int:
@@ -148,7 +160,8 @@ class CircuitBreaker:
             self._keys(),
             [self._now_ms(), int(self.window_seconds * 1000), self.failure_threshold, uuid.uuid4().hex],
         )
-        self._observe(str(state), str(before))
+        # Opening from CLOSED took `threshold` failures in the window; from HALF_OPEN, the probe's one.
+        self._observe(str(state), str(before), self.failure_threshold if str(before) == "CLOSED" else 1)
         return str(state)
 
     def record_success(self) -> str:

@@ -21,7 +21,7 @@ import redis
 from django.conf import settings
 from prometheus_client import Counter
 
-from finn.breaker import breaker_state
+from finn.breaker import breaker_changed, breaker_state
 from finn.errors import DomainError
 
 logger = logging.getLogger(__name__)
@@ -122,7 +122,7 @@ class RedisHealthMonitor:
 
     def _set(self, state: str) -> None:
         if state != self._state:
-            logger.warning("redis health state change", extra={"from_state": self._state, "to_state": state})
+            breaker_changed("redis", self._state, state, self._failures)
             self._state = state
         breaker_state.labels("redis").set({"CLOSED": 0, "OPEN": 1, "HALF_OPEN": 2}[state])
 

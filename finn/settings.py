@@ -106,6 +106,10 @@ try:
     ERC6551_IMPLEMENTATION = env_str("ERC6551_IMPLEMENTATION", "0x55266d75D1a14E4572138116aF39863Ed6596E7F") or ""
     ERC6551_SALT = env_int("ERC6551_SALT", 0, minimum=0)
     ONBOARDING_SESSION_SECONDS = env_int("ONBOARDING_SESSION_SECONDS", 3600, minimum=60)
+    # /metrics: a bearer token and/or an IP allowlist (both empty: open, as on a private network).
+    METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "") or ""
+    METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
+    PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "") or ""
     # Content-Security-Policy: report-only unless enforced.
     CSP_ENFORCE = env_bool("CSP_ENFORCE", False)
     WAITLIST_PROJECT_NAME = env_str("WAITLIST_PROJECT_NAME", "finn") or "finn"
@@ -345,6 +349,12 @@ CELERY_BEAT_SCHEDULE = {
         "task": "billing.tasks.reconciliation_task",
         "schedule": timedelta(seconds=RECONCILIATION_INTERVAL_SECONDS),
         "options": {"expires": RECONCILIATION_INTERVAL_SECONDS},
+    },
+    # Ledger gauges (open holds, oldest hold, finalize pending/poison) for dashboards and alerts.
+    "metrics-refresh": {
+        "task": "billing.tasks.metrics_refresh_task",
+        "schedule": timedelta(seconds=30),
+        "options": {"expires": 30},
     },
     # Hash-chains new audit records in batches so writers never serialize.
     "audit-chain": {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.db import connection
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import Counter
 
@@ -74,3 +74,23 @@ def health_security(request: HttpRequest) -> JsonResponse:
         },
     }
     return JsonResponse(body, status=200 if healthy else 503)
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, behind METRICS_BEARER_TOKEN and/or METRICS_ALLOWED_IPS when set."""
+    import hmac
+
+    from django.conf import settings
+    from django_prometheus.exports import ExportToDjangoView
+
+    allowed_ips = settings.METRICS_ALLOWED_IPS
+    if allowed_ips and request.META.get("REMOTE_ADDR") not in allowed_ips:
+        return JsonResponse({"error": "not allowed from this address", "code": "permission_denied"}, status=403)
+    token = settings.METRICS_BEARER_TOKEN
+    if token:
+        given = (request.headers.get("Authorization") or "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            response = JsonResponse({"error": "a bearer token is required", "code": "not_authenticated"}, status=401)
+            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+            return response
+    return ExportToDjangoView(request)

@@ -28,9 +28,10 @@ import redis
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
-from prometheus_client import Counter
+from prometheus_client import Counter, Histogram
 
 from billing import services as billing_services
+from billing.metrics import rejected
 from credits.services import card_credit_pack_mint
 from finn.degradation import lock_fallbacks_total, monitor
 from finn.locks import lock_acquire, lock_release
@@ -45,7 +46,14 @@ MAX_ATTEMPTS = 5
 PROCESSED_MARKER_SECONDS = 24 * 3600
 EXTENDED_LOCK_TYPES = frozenset({"boost_purchase", "badge_purchase"})
 
-webhook_outcomes_total = Counter("finn_webhook_outcomes_total", "Webhook processing outcomes.", ["provider", "outcome"])
+webhook_outcomes_total = Counter(
+    "webhook_events_total", "Webhook events by provider and status.", ["provider", "status"]
+)
+webhook_processing_lag_seconds = Histogram(
+    "webhook_processing_lag_seconds",
+    "From receipt to the end of processing.",
+    buckets=(0.1, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600),
+)
 
 
 @dataclass(frozen=True)
@@ -180,6 +188,7 @@ def webhook_process(*, event_pk: int, now: datetime | None = None) -> str:
             monitor.record_failure()
             redis_ok = False
         if lock is not None and not lock.acquired:
+            rejected("lock_contention")
             return "lock_contention"  # retried later; never reported as done
     if not redis_ok:
         lock_fallbacks_total.labels("webhooks", "postgres_lock").inc()
@@ -207,6 +216,7 @@ def _process_locked(event: WebhookEvent, *, now: datetime, use_postgres_lock: bo
                 with connection.cursor() as cursor:
                     cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_key(event)])
                     if not cursor.fetchone()[0]:
+                        rejected("lock_contention")
                         return "lock_contention"
             # VERIFY 2: the row, locked, is the truth.
             current = WebhookEvent.objects.select_for_update().get(pk=event.pk)
@@ -230,6 +240,8 @@ def _process_locked(event: WebhookEvent, *, now: datetime, use_postgres_lock: bo
         with contextlib.suppress(redis.RedisError, OSError):  # the row already says processed
             get_redis().set(_marker_key(event), "processed", ex=PROCESSED_MARKER_SECONDS)
     webhook_outcomes_total.labels(event.provider, outcome).inc()
+    if outcome in ("processed", "processed_stale", "skipped"):
+        webhook_processing_lag_seconds.observe(max(0.0, (timezone.now() - event.received_at).total_seconds()))
     return outcome
 
 

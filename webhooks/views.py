@@ -16,6 +16,7 @@ from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
+from billing.metrics import rejected
 from finn.degradation import ServiceUnavailable
 from finn.ratelimit import client_ip, rate_limit_hit
 from webhooks.adapters import (
@@ -74,6 +75,7 @@ def _receive(
     try:
         verify(raw)
     except SignatureError as exc:
+        rejected(exc.code)
         return _error(400, exc.code, exc.message)
     try:
         event = normalize(json.loads(raw))

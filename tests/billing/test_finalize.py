@@ -171,7 +171,7 @@ def test_open_breaker_defers_and_does_not_count(make_account, now, upstream: Ups
     assert outcome == "deferred"
     assert (entry.finalize_attempts, entry.finalize_last_error) == (0, "circuit_open")
     assert upstream.requests == []
-    assert REGISTRY.get_sample_value("finn_circuit_breaker_state", {"name": "finalize"}) == 1
+    assert REGISTRY.get_sample_value("circuit_breaker_state", {"breaker": "finalize"}) == 1
 
 
 @pytest.mark.django_db

@@ -39,14 +39,14 @@ def test_cleanup_deletes_only_old_nonces_in_batches_and_reports(now) -> None:
     for index in range(25):
         nonce_consume(kind="x402", parts=(f"old-{index}",), now=now - timedelta(hours=25))
     nonce_consume(kind="x402", parts=("fresh",), now=now)
-    deleted_before = REGISTRY.get_sample_value("finn_credits_nonces_deleted_total") or 0
+    deleted_before = REGISTRY.get_sample_value("nonce_cleanup_deleted_total") or 0
     # when
     result = nonce_cleanup(now=now, batch_size=10)
     # then
     assert result.deleted == 25
     assert result.seconds >= 0
     assert UsedNonce.objects.count() == 1
-    assert REGISTRY.get_sample_value("finn_credits_nonces_deleted_total") == deleted_before + 25
+    assert REGISTRY.get_sample_value("nonce_cleanup_deleted_total") == deleted_before + 25
 
 
 @pytest.mark.django_db

@@ -29,7 +29,7 @@ def test_four_failures_stay_closed_the_fifth_opens() -> None:
     # then
     assert states == ["CLOSED"] * 4 + ["OPEN"]
     assert breaker.allow().allowed is False
-    assert REGISTRY.get_sample_value("finn_circuit_breaker_state", {"name": "t"}) == 1
+    assert REGISTRY.get_sample_value("circuit_breaker_state", {"breaker": "t"}) == 1
 
 
 def test_failures_outside_the_window_do_not_count() -> None:
@@ -92,4 +92,6 @@ def test_failures_while_open_are_not_counted_and_each_change_logs_once(caplog: p
         breaker.record_failure()
     # then
     changes = [r for r in caplog.records if r.getMessage() == "circuit breaker state change"]
-    assert [(r.from_state, r.to_state) for r in changes] == [("CLOSED", "OPEN")]  # type: ignore[attr-defined]
+    assert [(getattr(r, "from"), r.to) for r in changes] == [("CLOSED", "OPEN")]
+    assert getattr(changes[0], "failure_count") == 5  # noqa: B009
+    assert getattr(changes[0], "timestamp").endswith("Z")  # noqa: B009
