@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from typing import Any
 
@@ -48,7 +49,7 @@ def test_the_payment_path_is_one_chain_of_spans_with_the_correlation_id(exporter
     spans: dict[str, Any] = {s.name: s for s in exporter.get_finished_spans()}
     chain = ["x402.quote", "x402.verify", "x402.settle", "billing.finalize", "billing.ledger"]
     assert set(chain) <= set(spans)
-    for parent, child in zip(chain, chain[1:], strict=False):
+    for parent, child in itertools.pairwise(chain):
         assert spans[child].parent.span_id == spans[parent].context.span_id, (parent, child)
     assert len({spans[name].context.trace_id for name in chain}) == 1
     assert all(spans[name].attributes["correlation_id"] == "trace-42" for name in chain)
