@@ -22,7 +22,7 @@ RUN_X402 := FEATURE_X402=$${FEATURE_X402:-true} \
 	X402_PAY_TO=$${X402_PAY_TO:-0x000000000000000000000000000000000000dead} \
 	X402_FACILITATOR_URL=$${X402_FACILITATOR_URL-https://x402.org/facilitator}
 
-.PHONY: help run test services browser install install-dev database lint bench
+.PHONY: help run test services browser install install-dev database lint bench load
 
 help:
 	@echo "make run   - start finn (web + worker + beat) with a seeded demo account"
@@ -102,3 +102,8 @@ test: services browser lint
 
 bench: install
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# The seeds' load scenarios against their own finn (gunicorn + Celery on a spare port, database
+# finn_load, Redis DB 13): table on stdout, JSON + latency histogram PNG in bench/results/.
+load: services install-dev
+	$(BIN)/python bench/load.py $(LOAD_ARGS)
