@@ -55,19 +55,34 @@ services:
 		pg_isready -q -h $(PG_HOST) -p $(PG_PORT) && redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && exit 0; \
 		sleep 1; done; echo "PostgreSQL or Redis did not come up" >&2; exit 1
 
+var/jwt_es256.pem:
+	@mkdir -p var
+	@openssl ecparam -name prime256v1 -genkey -noout -out $@
+	@chmod 600 $@
+
 var/secret_key:
 	@mkdir -p var
 	@$(PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))' > $@
 	@chmod 600 $@
 
-database: services install var/secret_key
+# Two roles (least privilege): finn_owner owns the tables and runs migrations; finn_app is what
+# web, worker and beat connect as (it cannot UPDATE or DELETE the journal, postings or audit log).
+OWNER_URL := postgres://finn_owner@$(PG_HOST):$(PG_PORT)/$(DB_NAME)
+APP_URL := postgres://finn_app@$(PG_HOST):$(PG_PORT)/$(DB_NAME)
+database: services install var/secret_key var/jwt_es256.pem
+	@for role in finn_owner finn_app; do \
+		psql -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -d postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname = '$$role'" | grep -q 1 \
+		|| psql -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -d postgres -qc "CREATE ROLE $$role LOGIN"; done
 	@psql -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(DB_NAME)'" | grep -q 1 \
-		|| createdb -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) $(DB_NAME)
-	@SECRET_KEY=$$(cat var/secret_key) $(BIN)/python manage.py migrate --noinput
+		|| createdb -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -O finn_owner $(DB_NAME)
+	@SECRET_KEY=$$(cat var/secret_key) JWT_SIGNING_KEY_FILE=var/jwt_es256.pem DATABASE_URL=$(OWNER_URL) \
+		$(BIN)/python manage.py migrate --noinput
 
+RUN_ENV := SECRET_KEY=$$(cat var/secret_key) JWT_SIGNING_KEY_FILE=$(CURDIR)/var/jwt_es256.pem DATABASE_URL=$(APP_URL) \
+	SECURE_SSL_REDIRECT=false
 run: database
-	@SECRET_KEY=$$(cat var/secret_key) $(BIN)/python manage.py collectstatic --noinput >/dev/null
-	@SECRET_KEY=$$(cat var/secret_key) $(BIN)/python manage.py seed_demo > var/demo.json
+	@$(RUN_ENV) $(BIN)/python manage.py collectstatic --noinput >/dev/null
+	@$(RUN_ENV) $(BIN)/python manage.py seed_demo > var/demo.json
 	@echo "demo account: $$(cat var/demo.json)"
 	@echo "API:      http://127.0.0.1:8000/api/v1/   (Authorization: Bearer <api_key above>)"
 	@echo "API docs: http://127.0.0.1:8000/api/docs/"
@@ -76,7 +91,7 @@ run: database
 	@echo "admin:    http://127.0.0.1:8000/admin/   (create a user: .venv/bin/python manage.py createsuperuser)"
 	@echo "x402:     POST http://127.0.0.1:8000/api/v1/x402/invoke {\"model\": \"echo\", \"prompt\": \"hi\"} -> 402 (demo model; Base Sepolia)"
 	@rm -rf var/prometheus && mkdir -p var/prometheus
-	SECRET_KEY=$$(cat var/secret_key) $(RUN_X402) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus PATH=$(CURDIR)/$(BIN):$$PATH \
+	$(RUN_ENV) $(RUN_X402) PROMETHEUS_MULTIPROC_DIR=$(CURDIR)/var/prometheus PATH=$(CURDIR)/$(BIN):$$PATH \
 		$(BIN)/honcho start -f Procfile
 
 lint: install-dev

@@ -300,3 +300,33 @@ class PurchaseApi(APIView):
             },
             headers=headers,
         )
+
+
+class JwkOutput(serializers.Serializer):
+    kty = serializers.CharField()
+    crv = serializers.CharField()
+    x = serializers.CharField()
+    y = serializers.CharField()
+    kid = serializers.CharField()
+    use = serializers.CharField()
+    alg = serializers.CharField()
+
+
+class JwksOutput(serializers.Serializer):
+    keys = JwkOutput(many=True)
+
+
+class JwksApi(APIView):
+    """The public keys of finn's access tokens (current and still-valid previous ones)."""
+
+    authentication_classes = []
+    permission_classes = [AllowAny]
+    throttle_classes = []
+
+    @extend_schema(
+        operation_id="jwks", summary="JSON Web Key Set of the access-token signing keys", responses={200: JwksOutput}
+    )
+    def get(self, request: Request) -> Response:
+        from credits.tokens import keyring
+
+        return Response(keyring().jwks(), headers={"Cache-Control": "public, max-age=300"})

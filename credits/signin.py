@@ -10,7 +10,6 @@ library's EIP-1271 helper against ETH_RPC_URL. Every failure becomes the same
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import secrets
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from eth_account.messages import encode_defunct
 from billing.services import account_create
 from credits.models import RefreshToken, WalletIdentity
 from credits.services import nonce_consume
+from credits.tokens import token_sign, token_verify
 from finn.degradation import redis_guard
 from finn.errors import DomainError, InvalidRequest
 from finn.redis import get_redis
@@ -66,12 +66,6 @@ def _nonce_take(nonce: str, now: datetime) -> bool:
     return bool(taken) and nonce_consume(kind="siwe", parts=(nonce,), now=now)
 
 
-def _jwt_secret() -> str:
-    if settings.JWT_SECRET:
-        return str(settings.JWT_SECRET)
-    return hmac.new(settings.SECRET_KEY.encode(), b"finn-jwt", hashlib.sha256).hexdigest()
-
-
 @dataclass(frozen=True)
 class Session:
     access_token: str
@@ -86,16 +80,14 @@ def _hash(token: str) -> str:
 
 
 def _issue(wallet: WalletIdentity, now: datetime) -> Session:
-    access = jwt.encode(
+    access = token_sign(
         {
             "sub": str(wallet.account_id),
             "wallet": wallet.address,
             "iat": int(now.timestamp()),
             "exp": int(now.timestamp()) + settings.JWT_TTL_SECONDS,
             "typ": "access",
-        },
-        _jwt_secret(),
-        algorithm="HS256",
+        }
     )
     refresh = "finnr_" + secrets.token_urlsafe(32)
     RefreshToken.objects.create(
@@ -108,9 +100,7 @@ def _issue(wallet: WalletIdentity, now: datetime) -> Session:
 
 
 def jwt_decode(token: str) -> dict[str, Any]:
-    claims: dict[str, Any] = jwt.decode(
-        token, _jwt_secret(), algorithms=["HS256"], options={"require": ["exp", "sub", "iat"]}
-    )
+    claims = token_verify(token, required=["exp", "sub", "iat"])
     if claims.get("typ") != "access":
         raise jwt.InvalidTokenError("not an access token")
     return claims

@@ -19,7 +19,7 @@ from celery.schedules import crontab
 from csp.constants import NONCE, NONE, SELF
 
 from credits.pricing_config import PricingConfigError, default_pricing, parse_model_pricing
-from finn.env import ConfigurationError, env_bool, env_int, env_json, env_list, env_str
+from finn.env import ConfigurationError, env_bool, env_int, env_json, env_list, env_secret, env_str
 
 # Lets typed generics such as ModelAdmin[Model] work at runtime.
 django_stubs_ext.monkeypatch()
@@ -35,15 +35,17 @@ def _refuse_to_start(message: str) -> None:
 
 try:
     DEBUG = env_bool("DEBUG", False)
-    _secret_key = env_str("SECRET_KEY")
+    _secret_key = env_secret("SECRET_KEY")
     if _secret_key is None:
         if not DEBUG:
             _refuse_to_start("SECRET_KEY is not set and DEBUG is off")
         _secret_key = "finn-insecure-debug-only-key"  # noqa: S105 - DEBUG only
     SECRET_KEY: str = _secret_key
     ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]", "testserver"])
-    DATABASE_URL = env_str("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/finn")
-    REDIS_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0") or ""
+    DATABASE_URL = env_secret("DATABASE_URL") or "postgres://postgres@127.0.0.1:5432/finn"
+    # The role the running app connects as (granted by webhooks/migrations/0004_app_role_grants.py).
+    DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE", "finn_app") or "finn_app"
+    REDIS_URL = env_secret("REDIS_URL") or "redis://127.0.0.1:6379/0"
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
     # Redis health monitor: OPEN after 3 consecutive failures, one probe after this.
     REDIS_HEALTH_COOLDOWN_SECONDS = env_int("REDIS_HEALTH_COOLDOWN_SECONDS", 30, minimum=1)
@@ -72,12 +74,17 @@ try:
     USDC_ADDRESS = (env_str("USDC_ADDRESS", "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913") or "").lower()
     TREASURY_ADDRESS = (env_str("TREASURY_ADDRESS", "") or "").lower()
     PAYMENT_MIN_CONFIRMATIONS = env_int("PAYMENT_MIN_CONFIRMATIONS", 12, minimum=1)
-    JWT_SECRET = env_str("JWT_SECRET", None)
+    # SIWE access tokens: ES256 with a dedicated key (never SECRET_KEY); previous public keys keep
+    # verifying until their tokens expire (rotation). PEM, from the variable or NAME_FILE.
+    JWT_SIGNING_KEY = env_secret("JWT_SIGNING_KEY")
+    JWT_VERIFICATION_KEYS = env_secret("JWT_VERIFICATION_KEYS") or ""
+    if not JWT_SIGNING_KEY and not DEBUG:
+        _refuse_to_start("JWT_SIGNING_KEY (or JWT_SIGNING_KEY_FILE) is not set and DEBUG is off")
     JWT_TTL_SECONDS = env_int("JWT_TTL_SECONDS", 900, minimum=60)
     REFRESH_TOKEN_TTL_DAYS = env_int("REFRESH_TOKEN_TTL_DAYS", 30, minimum=1)
-    PADDLE_WEBHOOK_SECRET = env_str("PADDLE_WEBHOOK_SECRET", "") or ""
-    STRIPE_WEBHOOK_SECRET = env_str("STRIPE_WEBHOOK_SECRET", "") or ""
-    STANDARD_WEBHOOK_SECRET = env_str("STANDARD_WEBHOOK_SECRET", "") or ""
+    PADDLE_WEBHOOK_SECRET = env_secret("PADDLE_WEBHOOK_SECRET") or ""
+    STRIPE_WEBHOOK_SECRET = env_secret("STRIPE_WEBHOOK_SECRET") or ""
+    STANDARD_WEBHOOK_SECRET = env_secret("STANDARD_WEBHOOK_SECRET") or ""
     WEBHOOK_LOCK_SECONDS = env_int("WEBHOOK_LOCK_SECONDS", 30, minimum=1)
     WEBHOOK_TOLERANCE_SECONDS = env_int("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
     NONCE_MAX_AGE_HOURS = env_int("NONCE_MAX_AGE_HOURS", 24, minimum=1)
@@ -92,7 +99,7 @@ try:
     OTEL_ENABLED = env_bool("OTEL_ENABLED", False)
     # --- NFT agents (nft/) ---
     BETA_BYPASS_ADDRESSES = [a.lower() for a in env_list("BETA_BYPASS_ADDRESSES", [])]
-    ALCHEMY_API_KEY = env_str("ALCHEMY_API_KEY", "") or ""
+    ALCHEMY_API_KEY = env_secret("ALCHEMY_API_KEY") or ""
     ALCHEMY_BASE_URL = (
         env_str("ALCHEMY_BASE_URL", f"https://base-mainnet.g.alchemy.com/nft/v3/{ALCHEMY_API_KEY}") or ""
     ).rstrip("/")
@@ -107,7 +114,7 @@ try:
     ERC6551_SALT = env_int("ERC6551_SALT", 0, minimum=0)
     ONBOARDING_SESSION_SECONDS = env_int("ONBOARDING_SESSION_SECONDS", 3600, minimum=60)
     # /metrics: a bearer token and/or an IP allowlist (both empty: open, as on a private network).
-    METRICS_BEARER_TOKEN = env_str("METRICS_BEARER_TOKEN", "") or ""
+    METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN") or ""
     METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
     PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "") or ""
     # Content-Security-Policy: report-only unless enforced.
@@ -279,6 +286,19 @@ SESSION_COOKIE_HTTPONLY = True
 CSRF_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = not DEBUG
 CSRF_COOKIE_SECURE = not DEBUG
+# HTTPS everywhere unless DEBUG (`make run` and the test settings turn the redirect off for
+# their plain-HTTP servers); health and metrics stay reachable over HTTP for probes.
+try:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", not DEBUG)
+    SECURE_REDIRECT_EXEMPT = [r"^health$", r"^health/security$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0 if DEBUG else 31_536_000, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", True)
+    if env_bool("SECURE_PROXY_SSL", False):  # behind a TLS-terminating proxy that sets X-Forwarded-Proto
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+except ConfigurationError as exc:
+    print(f"finn: refusing to start: {exc}", file=sys.stderr)
+    raise SystemExit(2) from None
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -10,6 +10,12 @@ import os
 
 os.environ.setdefault("SECRET_KEY", "finn-test-only-secret-key-not-for-production")
 os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/15")
+os.environ.setdefault(
+    "JWT_SIGNING_KEY_FILE",
+    os.path.join(os.path.dirname(os.path.dirname(__file__)), "tests", "keys", "jwt_es256_test.pem"),
+)
+# The test client and live servers speak plain HTTP.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
 
 from finn.settings import *  # noqa: F403
 

@@ -65,6 +65,7 @@ api_v1 = [
 
 urlpatterns = [
     path("health", views.health, name="health"),
+    path(".well-known/jwks.json", credits_api.JwksApi.as_view(), name="jwks"),
     path("health/security", views.health_security, name="health-security"),
     path("waitlist/", web.waitlist, name="waitlist"),
     path("api/v1/csp-report", web.csp_report, name="csp-report"),

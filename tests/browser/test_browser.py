@@ -26,10 +26,6 @@ from billing.states import EntryState
 from finn.models import AuditEvent, CspReport, WaitlistSignup
 from tests.billing.helpers import entry_in_state
 
-# Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-# between page steps are ordinary blocking calls (test-only setting).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
 COLLECT_VIOLATIONS = """
@@ -48,8 +44,12 @@ def enforced() -> Iterator[None]:
 
 
 @pytest.fixture
-def page() -> Iterator[Any]:
+def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
+    # between page steps are ordinary blocking calls (test-only, undone after the test).
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
     assert os.path.exists(CHROMIUM), "Debian's chromium package is missing (make test installs it)"
     with sync_playwright() as playwright:
