@@ -92,6 +92,14 @@ daily_cap_applied_total = Counter(
 low_balance_events_total = Counter(
     "finn_billing_low_balance_events_total", "wallet.low_balance events (once per wallet per day)."
 )
+ledger_check_ok = Gauge(
+    "ledger_check_ok",
+    "1 when the last scheduled ledger check passed, 0 when it failed.",
+    multiprocess_mode="mostrecent",
+)
+ledger_check_last_run = Gauge(
+    "ledger_check_last_run_timestamp_seconds", "When the scheduled ledger check last ran.", multiprocess_mode="max"
+)
 ledger_check_failures_total = Counter(
     "finn_billing_ledger_check_failures_total",
     "Ledger checks that found an unbalanced journal or a balance row off its postings.",

@@ -66,6 +66,7 @@ from finn.audit import AuditRecord, audit_append, audit_append_many
 from finn.db import violates
 from finn.degradation import redis_guard
 from finn.errors import InvalidRequest
+from finn.guard import guard
 from finn.locks import lock_acquire, lock_release
 from finn.redis import get_redis
 
@@ -156,6 +157,13 @@ def _post(
     assertion here only catches a wrong posting rule early, with a clear
     message.
     """
+    for leg in legs:
+        guard(
+            "amount_integer_in_range",
+            isinstance(leg[2], int) and not isinstance(leg[2], bool) and -MAX_AMOUNT <= leg[2] <= MAX_AMOUNT,
+            event_type=event_type,
+            delta=leg[2],
+        )
     full = [(int(leg[0]), str(leg[1]), int(leg[2]), str(leg[3]) if len(leg) > 3 else denomination) for leg in legs]
     full = [leg for leg in full if leg[2] != 0]
     assert full, f"empty posting rule for {event_type}"
@@ -635,6 +643,7 @@ def _entry_reserve_txn(
             held=current.held,
             required=estimated_cost,
         )
+    guard("reserve_within_allocation", balance.held >= estimated_cost, held=balance.held, estimate=estimated_cost)
     if balance.daily_cap is not None:
         entry.cap_day = _daily_hold(
             entry_id=entry.id, account_id=account_id, now=now, amount=estimated_cost, cap=balance.daily_cap
@@ -756,6 +765,7 @@ def _entry_commit_txn(
         require_unexpired=True,
     )
     estimate = entry.estimated_cost
+    guard("cost_non_negative", actual_cost >= 0, actual_cost=actual_cost)
     refund = estimate - actual_cost  # negative when overcapturing
     balance = _account_apply(
         account_id=entry.account_id,
@@ -780,7 +790,11 @@ def _entry_commit_txn(
             )
             if actual_cost > allowed:
                 raise _CapOvershoot(allowed)  # rolls this transaction back; the caller retries capped
-        _daily_settle(account_id=entry.account_id, day=entry.cap_day, release_hold=estimate, spend=actual_cost)
+        spent, _ = _daily_settle(
+            account_id=entry.account_id, day=entry.cap_day, release_hold=estimate, spend=actual_cost
+        )
+        guard("budget_conservation", spent <= balance.daily_cap, spent=spent, cap=balance.daily_cap)
+    guard("reserve_within_allocation", balance.held >= 0, held=balance.held, estimate=estimate)
     _post(
         event_type="billing_commit",
         billing_entry_id=entry.id,

@@ -3,24 +3,48 @@
 from __future__ import annotations
 
 import logging
+import time
 
 from celery import shared_task
+from django.conf import settings
+from django.db import connection, transaction
 from django.utils import timezone
 
 from billing.metrics import ledger_check_failures_total
 from billing.selectors import ledger_check
 
 logger = logging.getLogger(__name__)
+LEDGER_CHECK_TIMEOUT_SECONDS = 300  # bounded: a runaway check must not hold a connection for long
 
 
 @shared_task(name="billing.tasks.ledger_check_task")
 def ledger_check_task() -> str:
-    """Run the ledger check; log at ERROR and count a failure so alerts fire."""
-    report = ledger_check()
+    """Every 10 minutes: the ledger check, one at a time, bounded; its result is exported.
+
+    A failure logs at ERROR, counts, sets ``ledger_check_ok`` to 0 (an alert rule fires) and
+    marks the conservation guard ``degraded``; a pass sets it back to ``ready``.
+    """
+    from billing.metrics import ledger_check_last_run, ledger_check_ok
+    from finn.guard import guard_bypass_record, guard_state_set
+    from finn.locks import AdvisoryLock, advisory_lock
+
+    with advisory_lock(AdvisoryLock.LEDGER_CHECK) as acquired:
+        if not acquired:
+            return "ledger check: another run is in progress"
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{LEDGER_CHECK_TIMEOUT_SECONDS}s"])
+            report = ledger_check()
     summary = report.lines()[0] + ("; OK" if report.ok else "; FAILED")
+    ledger_check_ok.set(1 if report.ok else 0)
+    ledger_check_last_run.set(time.time())
     if not report.ok:
         ledger_check_failures_total.inc()
         logger.error("ledger check failed", extra={"problems": report.lines()[1:-1]})
+    if settings.FINN_GUARD_BYPASS:
+        with transaction.atomic():
+            guard_bypass_record()  # still on: say so in the audit log, every run
+    else:
+        guard_state_set("ready" if report.ok else "degraded")
     return summary
 
 

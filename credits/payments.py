@@ -61,6 +61,7 @@ from finn.audit import audit_append
 from finn.db import violates
 from finn.degradation import redis_guard
 from finn.errors import Conflict
+from finn.guard import guard
 from finn.redis import get_redis
 from finn.tracing import span
 
@@ -507,6 +508,13 @@ def _payment_complete(
         note, refused = None, ""
         if quote.purpose == X402Quote.Purpose.INVOKE:
             charged = 0 if actual is None else min(actual, quote.gross_amount)
+            guard(
+                "x402_payment_covers_cost",
+                payment.amount + quote.credit_applied >= charged,
+                paid=payment.amount,
+                credit=quote.credit_applied,
+                cost=charged,
+            )
             note, refused = _credit_note_issue(
                 wallet=payment.payer,
                 quote=quote,

@@ -115,6 +115,7 @@ class AdvisoryLock(enum.IntEnum):
     RECONCILIATION = 710_003
     AUDIT_CHAIN = 710_004
     FINALIZE_ESCALATION = 710_005
+    LEDGER_CHECK = 710_006
 
 
 @contextmanager

@@ -117,6 +117,11 @@ try:
     METRICS_BEARER_TOKEN = env_secret("METRICS_BEARER_TOKEN") or ""
     METRICS_ALLOWED_IPS = env_list("METRICS_ALLOWED_IPS", [])
     PROMETHEUS_MULTIPROC_DIR = env_str("PROMETHEUS_MULTIPROC_DIR", "") or ""
+    # Conservation guard break glass: operations pass while invariants are still checked and logged.
+    FINN_GUARD_BYPASS = env_bool("FINN_GUARD_BYPASS", False)
+    FINN_GUARD_BYPASS_BY = env_str("FINN_GUARD_BYPASS_BY", "") or ""
+    if FINN_GUARD_BYPASS and not FINN_GUARD_BYPASS_BY:
+        _refuse_to_start("FINN_GUARD_BYPASS=true needs FINN_GUARD_BYPASS_BY (who turned it on)")
     # Content-Security-Policy: report-only unless enforced.
     CSP_ENFORCE = env_bool("CSP_ENFORCE", False)
     WAITLIST_PROJECT_NAME = env_str("WAITLIST_PROJECT_NAME", "finn") or "finn"
@@ -336,11 +341,11 @@ CELERY_TIMEZONE = "UTC"
 # carries `expires` so a backlog after an outage does not run stale copies.
 CELERY_BEAT_SCHEDULE = {
     # Proves the ledger balances (zero-sum journals, balance rows equal to
-    # their postings) every 15 minutes; a failure is logged at ERROR and
+    # their postings) every 10 minutes; a failure is logged at ERROR and
     # counted, so an alert fires long before a customer notices.
     "ledger-check": {
         "task": "billing.tasks.ledger_check_task",
-        "schedule": timedelta(minutes=15),
+        "schedule": timedelta(minutes=10),
         "options": {"expires": 10 * 60},
     },
     # Holds must be released within seconds of expiry; each run drains every

@@ -89,7 +89,7 @@ def test_alert_rules_are_valid_and_the_circuit_alert_fires() -> None:
         ["promtool", "check", "rules", "alerts.yml"], cwd=deploy / "prometheus", capture_output=True, text=True
     )
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 8 rules found" in rules.stdout
+    assert "SUCCESS: 10 rules found" in rules.stdout
     unit = subprocess.run(
         ["promtool", "test", "rules", "alerts_test.yml"], cwd=deploy / "prometheus", capture_output=True, text=True
     )
