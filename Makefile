@@ -75,6 +75,8 @@ database: services install var/secret_key var/jwt_es256.pem
 		|| psql -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -d postgres -qc "CREATE ROLE $$role LOGIN"; done
 	@psql -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$(DB_NAME)'" | grep -q 1 \
 		|| createdb -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -O finn_owner $(DB_NAME)
+	@# A database made before the roles existed: hand it and its objects to finn_owner.
+	@psql -h $(PG_HOST) -p $(PG_PORT) -U $(PG_USER) -d $(DB_NAME) -qtAf deploy/postgres/adopt.sql >/dev/null
 	@SECRET_KEY=$$(cat var/secret_key) JWT_SIGNING_KEY_FILE=var/jwt_es256.pem DATABASE_URL=$(OWNER_URL) \
 		$(BIN)/python manage.py migrate --noinput
 
