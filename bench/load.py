@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -142,8 +141,8 @@ def run_scenarios(
     """Run the four scenarios; ``upstream`` is the fake ledger (tests.fakes.Upstream) behind FINALIZE_URL."""
     import httpx
 
+    from billing.finalize import finalize_breaker
     from billing.models import BillingEntry
-    from finn.breaker import CircuitBreaker
 
     results: list[ScenarioResult] = []
 
@@ -170,7 +169,7 @@ def run_scenarios(
     results.append(second)
 
     # 3. the breaker trips: enough failures to open it, then the upstream recovers
-    CircuitBreaker(name="finalize", failure_threshold=5, window_seconds=60, cooldown_seconds=1).reset()
+    finalize_breaker().reset()
     upstream.statuses[:] = [500] * 8 + [200]
     upstream.requests.clear()
     third = ScenarioResult("3_finalize_breaker_trips")
@@ -180,11 +179,7 @@ def run_scenarios(
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and not opened:
         sweep()
-        opened = (
-            opened
-            or CircuitBreaker(name="finalize", failure_threshold=5, window_seconds=60, cooldown_seconds=1).state()
-            != "CLOSED"
-        )
+        opened = finalize_breaker().state() != "CLOSED"
         time.sleep(0.2)
     third.checks["breaker_opened"] = opened
     third.checks["deferred_while_open"] = BillingEntry.objects.filter(
@@ -257,12 +252,6 @@ def report(results: list[ScenarioResult], *, directory: Path = RESULTS) -> Path:
 # --- `make load`: its own finn on a spare port ------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--flows", type=int, default=50)
@@ -271,9 +260,10 @@ def main() -> None:
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
     from tests.fakes import fake_upstream
+    from tests.faults.servers import free_port, wait_http_ok
 
     subprocess.run(["createdb", "-h", "127.0.0.1", "-U", "postgres", args.database], capture_output=True)
-    port = _free_port()
+    port = free_port()
     with fake_upstream() as upstream:
         env = {
             **os.environ,
@@ -307,7 +297,6 @@ def main() -> None:
             import django
 
             django.setup()
-            import httpx
             from django.utils import timezone
 
             from billing.finalize import finalize_sweep
@@ -315,13 +304,7 @@ def main() -> None:
             from credits.services import api_key_create
 
             base = f"http://127.0.0.1:{port}"
-            for _ in range(60):
-                try:
-                    if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                time.sleep(0.5)
+            wait_http_ok(f"{base}/health")
             keys = []
             for index in range(10):
                 account = account_create(kind="user")

@@ -67,7 +67,7 @@ from finn.db import violates
 from finn.degradation import redis_guard
 from finn.errors import InvalidRequest
 from finn.guard import guard
-from finn.locks import lock_acquire, lock_release
+from finn.locks import lock_acquire, lock_release, xact_lock
 from finn.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -157,13 +157,12 @@ def _post(
     assertion here only catches a wrong posting rule early, with a clear
     message.
     """
-    for leg in legs:
-        guard(
-            "amount_integer_in_range",
-            isinstance(leg[2], int) and not isinstance(leg[2], bool) and -MAX_AMOUNT <= leg[2] <= MAX_AMOUNT,
-            event_type=event_type,
-            delta=leg[2],
-        )
+    bad = [
+        leg[2]
+        for leg in legs
+        if isinstance(leg[2], bool) or not isinstance(leg[2], int) or not -MAX_AMOUNT <= leg[2] <= MAX_AMOUNT
+    ]
+    guard("amount_integer_in_range", not bad, event_type=event_type, deltas=bad)
     full = [(int(leg[0]), str(leg[1]), int(leg[2]), str(leg[3]) if len(leg) > 3 else denomination) for leg in legs]
     full = [leg for leg in full if leg[2] != 0]
     assert full, f"empty posting rule for {event_type}"
@@ -394,38 +393,52 @@ def utc_day(moment: datetime) -> date:
     return moment.astimezone(UTC).date()
 
 
-def _daily_hold(*, entry_id: str, account_id: int, now: datetime, amount: int, cap: int) -> date:
-    """Count a new hold against today's cap, or refuse the reserve (402 daily_cap_exceeded).
+def _daily_count(*, account_id: int, day: date, amount: int, cap: int, column: str, what: str) -> None:
+    """Add ``amount`` to today's ``held`` or ``spent`` if the cap still allows it, else 402 daily_cap_exceeded.
 
-    Runs after the account row UPDATE, whose row lock serializes every
-    reserve of this account: the check below cannot race another reserve.
+    One statement (INSERT … ON CONFLICT … WHERE within the cap). Callers hold the account
+    row lock (their balance UPDATE), which serializes every change of this account's day.
     """
-    day = utc_day(now)
+    if column not in ("held", "spent"):
+        raise ValueError(column)
+    held, spent = (amount, 0) if column == "held" else (0, amount)
     with connection.cursor() as cursor:
         cursor.execute(
-            "INSERT INTO billing_dailyspend (account_id, day, spent, held) SELECT %s, %s, 0, %s WHERE %s <= %s"
-            " ON CONFLICT (account_id, day) DO UPDATE SET held = billing_dailyspend.held + EXCLUDED.held"
-            " WHERE billing_dailyspend.spent + billing_dailyspend.held + EXCLUDED.held <= %s"
+            "INSERT INTO billing_dailyspend (account_id, day, spent, held) SELECT %s, %s, %s, %s WHERE %s <= %s"
+            f" ON CONFLICT (account_id, day) DO UPDATE SET {column} = billing_dailyspend.{column} + EXCLUDED.{column}"
+            f" WHERE billing_dailyspend.spent + billing_dailyspend.held + EXCLUDED.{column} <= %s"
             " RETURNING spent, held",
-            [account_id, day, amount, amount, cap, cap],
+            [account_id, day, spent, held, amount, cap, cap],
         )
         counted = cursor.fetchone()
         if counted is None:
             cursor.execute(
                 "SELECT spent, held FROM billing_dailyspend WHERE account_id = %s AND day = %s", [account_id, day]
             )
-            spent, held = cursor.fetchone() or (0, 0)
+            spent_today, held_today = cursor.fetchone() or (0, 0)
             raise DailyCapExceeded(
-                "this reserve would exceed the agent's daily spending cap",
+                f"this {what} would exceed the agent's daily spending cap",
                 daily_cap=cap,
-                spent_today=int(spent),
-                held_today=int(held),
-                remaining=max(0, cap - int(spent) - int(held)),
+                spent_today=int(spent_today),
+                held_today=int(held_today),
+                remaining=max(0, cap - int(spent_today) - int(held_today)),
             )
-        cursor.execute("UPDATE billing_billingentry SET cap_day = %s WHERE id = %s", [day, entry_id])
     daily_cache_schedule(
-        account_id=account_id, day=day, spent_delta=0, held_delta=amount, spent=int(counted[0]), held=int(counted[1])
+        account_id=account_id,
+        day=day,
+        spent_delta=spent,
+        held_delta=held,
+        spent=int(counted[0]),
+        held=int(counted[1]),
     )
+
+
+def _daily_hold(*, entry_id: str, account_id: int, now: datetime, amount: int, cap: int) -> date:
+    """Count a new hold against today's cap (the reserve's account UPDATE serializes it), or refuse it."""
+    day = utc_day(now)
+    _daily_count(account_id=account_id, day=day, amount=amount, cap=cap, column="held", what="reserve")
+    with connection.cursor() as cursor:
+        cursor.execute("UPDATE billing_billingentry SET cap_day = %s WHERE id = %s", [day, entry_id])
     return day
 
 
@@ -1549,7 +1562,9 @@ def _purchase_charge(
             f"insufficient funds for this {kind}", available=current.available, held=current.held, required=amount
         )
     if balance.daily_cap is not None:
-        _daily_spend(account_id=account_id, day=utc_day(now), amount=amount, cap=balance.daily_cap)
+        _daily_count(
+            account_id=account_id, day=utc_day(now), amount=amount, cap=balance.daily_cap, column="spent", what=kind
+        )
     audit_append(
         event_type="credit_spend",
         payload={
@@ -1566,35 +1581,11 @@ def _purchase_charge(
     return journal_id, balance
 
 
-def _daily_spend(*, account_id: int, day: date, amount: int, cap: int) -> None:
-    """Count a direct spend against today's cap, or refuse it (402 daily_cap_exceeded)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO billing_dailyspend (account_id, day, spent, held) SELECT %s, %s, %s, 0 WHERE %s <= %s"
-            " ON CONFLICT (account_id, day) DO UPDATE SET spent = billing_dailyspend.spent + EXCLUDED.spent"
-            " WHERE billing_dailyspend.spent + billing_dailyspend.held + EXCLUDED.spent <= %s"
-            " RETURNING spent, held",
-            [account_id, day, amount, amount, cap, cap],
-        )
-        counted = cursor.fetchone()
-    if counted is None:
-        raise DailyCapExceeded("this purchase would exceed the agent's daily spending cap", daily_cap=cap)
-    daily_cache_schedule(
-        account_id=account_id, day=day, spent_delta=amount, held_delta=0, spent=int(counted[0]), held=int(counted[1])
-    )
-
-
-def _member_xact_lock(member_id: str) -> None:
-    """Serialize one member's purchases in PostgreSQL too (a Redis lock can expire)."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"purchase:{member_id}"])
-
-
 @transaction.atomic(durable=True)
 def _boost_purchase_txn(
     *, account_id: int, member_id: str, community_id: str, months: int, idempotency_key: str, now: datetime
 ) -> PurchaseResult:
-    _member_xact_lock(member_id)
+    xact_lock(f"purchase:{member_id}")  # PostgreSQL serializes the member too (a Redis lock can expire)
     amount = boost_price(months)
     journal_id, balance = _purchase_charge(
         account_id=account_id,
@@ -1627,7 +1618,7 @@ def _boost_purchase_txn(
 
 @transaction.atomic(durable=True)
 def _badge_purchase_txn(*, account_id: int, member_id: str, idempotency_key: str, now: datetime) -> PurchaseResult:
-    _member_xact_lock(member_id)
+    xact_lock(f"purchase:{member_id}")  # PostgreSQL serializes the member too (a Redis lock can expire)
     if BadgePurchase.objects.filter(member_id=member_id).exists():
         raise AlreadyPurchased("this member already has a badge", member_id=member_id)
     amount = badge_price()
@@ -1778,31 +1769,23 @@ def x402_payment_post(*, payment_id: str, received: int, credit_used: int, usd_p
     )
 
 
-def x402_credit_note_post(*, note_id: str, amount: int, usd_per_usdc: Decimal, now: datetime) -> int:
-    """A credit note owed to a wallet: revenue moves to the credit-notes liability."""
+def x402_credit_note_post(
+    *, note_id: str, amount: int, usd_per_usdc: Decimal, now: datetime, expired: bool = False
+) -> int:
+    """A credit note owed to a wallet: revenue → the credit-notes liability.
+
+    ``expired=True`` is the way back: what is left of an expired note returns to revenue.
+    """
     _require_transaction("x402_credit_note_post")
     _validate_amount("amount", amount)
+    sign = -1 if expired else 1
+    suffix = "_expired" if expired else ""
     return _x402_journal(
-        event_type="x402_credit_note",
+        event_type=f"x402_credit_note{suffix}",
         correlation_id=note_id,
-        usdc_legs=[(SYSTEM_CREDIT_NOTES, amount)],
-        usd_to_revenue=-_usd_of(amount, usd_per_usdc),
+        usdc_legs=[(SYSTEM_CREDIT_NOTES, sign * amount)],
+        usd_to_revenue=-sign * _usd_of(amount, usd_per_usdc),
         usd_per_usdc=usd_per_usdc,
-        idempotency_key=f"x402:credit_note:{note_id}",
-        now=now,
-    )
-
-
-def x402_credit_note_expire_post(*, note_id: str, amount: int, usd_per_usdc: Decimal, now: datetime) -> int:
-    """What is left of an expired credit note returns to revenue."""
-    _require_transaction("x402_credit_note_expire_post")
-    _validate_amount("amount", amount)
-    return _x402_journal(
-        event_type="x402_credit_note_expired",
-        correlation_id=note_id,
-        usdc_legs=[(SYSTEM_CREDIT_NOTES, -amount)],
-        usd_to_revenue=_usd_of(amount, usd_per_usdc),
-        usd_per_usdc=usd_per_usdc,
-        idempotency_key=f"x402:credit_note_expired:{note_id}",
+        idempotency_key=f"x402:credit_note{suffix}:{note_id}",
         now=now,
     )

@@ -62,6 +62,7 @@ from finn.db import violates
 from finn.degradation import redis_guard
 from finn.errors import Conflict
 from finn.guard import guard
+from finn.locks import xact_lock
 from finn.redis import get_redis
 from finn.tracing import span
 
@@ -109,12 +110,6 @@ def apply_credit_notes(*, balance: int, required: int) -> CreditApplication:
     return CreditApplication(reduced_amount=required - used, credit_used=used, remaining_credit=balance - used)
 
 
-def _wallet_lock(wallet: str) -> None:
-    """Serialize one wallet's credit-note writes (cap check, use) in this transaction."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [f"x402:credit:{wallet}"])
-
-
 def _credit_cache_schedule(wallet: str, now: datetime) -> None:
     def write() -> None:
         with contextlib.suppress(redis.RedisError, OSError):
@@ -131,7 +126,7 @@ def _credit_note_issue(
     delta = quoted - actual
     if delta <= 0:
         return None, ""
-    _wallet_lock(wallet)
+    xact_lock(f"x402:credit:{wallet}")  # one writer of a wallet's notes at a time (cap check, use)
     balance = wallet_credit_balance(wallet=wallet, now=now)
     if balance + delta > CREDIT_CAP_MICRO_USDC:
         audit_append(
@@ -173,23 +168,33 @@ def _credit_note_issue(
     return note, ""
 
 
+# Oldest-expiring notes first: each note gives what is still needed after the notes before it
+# (running total), in one statement. The wallet's advisory lock serializes writers of its notes.
+_CONSUME_SQL = """
+WITH ordered AS (
+  SELECT id, remaining,
+         sum(remaining) OVER (ORDER BY expires_at, id) - remaining AS before
+  FROM credits_creditnote
+  WHERE wallet = %(wallet)s AND expires_at > %(now)s AND expired_at IS NULL AND remaining > 0
+), taken AS (
+  SELECT id, LEAST(remaining, %(amount)s - before) AS take FROM ordered WHERE before < %(amount)s
+)
+UPDATE credits_creditnote note SET remaining = note.remaining - taken.take
+FROM taken WHERE note.id = taken.id
+RETURNING taken.take
+"""
+
+
 def _credit_consume(*, wallet: str, amount: int, now: datetime) -> int:
     """Use up to ``amount`` of the wallet's credit, oldest-expiring notes first; returns what was used."""
     if amount <= 0:
         return 0
-    _wallet_lock(wallet)
-    left = amount
-    notes = CreditNote.objects.select_for_update().filter(
-        wallet=wallet, expires_at__gt=now, expired_at__isnull=True, remaining__gt=0
-    )
-    for note in notes.order_by("expires_at", "pk"):
-        take = min(left, note.remaining)
-        CreditNote.objects.filter(pk=note.pk).update(remaining=note.remaining - take)
-        left -= take
-        if left == 0:
-            break
+    xact_lock(f"x402:credit:{wallet}")  # one writer of a wallet's notes at a time (cap check, use)
+    with connection.cursor() as cursor:
+        cursor.execute(_CONSUME_SQL, {"wallet": wallet, "now": now, "amount": amount})
+        used = sum(int(row[0]) for row in cursor.fetchall())
     _credit_cache_schedule(wallet, now)
-    return amount - left
+    return used
 
 
 def credit_notes_expire(*, now: datetime, batch_size: int = 500) -> int:
@@ -204,8 +209,12 @@ def credit_notes_expire(*, now: datetime, batch_size: int = 500) -> int:
             )
             for note in notes:
                 if note.remaining > 0:
-                    billing_services.x402_credit_note_expire_post(
-                        note_id=note.pk, amount=note.remaining, usd_per_usdc=settings.USD_USDC_RATE, now=now
+                    billing_services.x402_credit_note_post(
+                        note_id=note.pk,
+                        amount=note.remaining,
+                        usd_per_usdc=settings.USD_USDC_RATE,
+                        now=now,
+                        expired=True,
                     )
                     audit_append(
                         event_type="x402_credit_note_expired",

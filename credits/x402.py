@@ -136,23 +136,6 @@ class SettlementUnavailable(DomainError):
         self.headers["Retry-After"] = "30"
 
 
-class RateLimited(DomainError):
-    code = "rate_limited"
-    status = 429
-
-    def __init__(self, message: str, retry_after: int) -> None:
-        super().__init__(message)
-        self.headers["Retry-After"] = str(max(1, retry_after))
-
-
-class FeatureDisabled(DomainError):
-    code = "feature_disabled"
-    status = 503
-
-    def __init__(self) -> None:
-        super().__init__("x402 payments are currently disabled")
-
-
 # --- documents ----------------------------------------------------------------------
 
 

@@ -28,8 +28,6 @@ from credits.x402 import (
     PAYMENT_SIGNATURE,
     VERSION_HEADER,
     X_PAYMENT,
-    FeatureDisabled,
-    RateLimited,
     decode_payment,
     encode_header,
     payment_required_v1,
@@ -38,8 +36,8 @@ from credits.x402 import (
 from finn.auth import Principal
 from finn.errors import InvalidRequest
 from finn.fields import ErrorSerializer, StrictIntegerField
-from finn.flags import feature_enabled
-from finn.ratelimit import client_ip, rate_limit_hit
+from finn.flags import require_feature
+from finn.ratelimit import client_ip, limit_or_raise
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 DEFAULT_MAX_TOKENS = 256
@@ -88,12 +86,6 @@ class PackOutput(serializers.Serializer):
     quote_id = serializers.CharField()
 
 
-def _limit(tier: str, identity: str) -> None:
-    decision = rate_limit_hit(tier=tier, identity=identity)
-    if not decision.allowed:
-        raise RateLimited(f"too many requests ({tier})", decision.retry_after)
-
-
 def _payment_required(request: Request, quote: X402Quote) -> Response:
     """The 402: v2 header + the same document in the body, or the v1 body form on request."""
     offer = offer_of(quote)
@@ -127,7 +119,7 @@ def _x402(
     v1 = request.headers.get(X_PAYMENT)
     now = timezone.now()
     if not v2 and not v1:
-        _limit("x402_quote", client_ip(request))
+        limit_or_raise(tier="x402_quote", identity=client_ip(request))
         payer = request.headers.get(PAYER_HEADER, "").strip()
         if payer and not _ADDRESS.match(payer):
             raise InvalidRequest(f"{PAYER_HEADER} must be a 0x-prefixed 20-byte address", reason="invalid_payer")
@@ -142,7 +134,7 @@ def _x402(
         )
         return _payment_required(request, quote)
     decoded = decode_payment(v2 or v1 or "", version_hint=2 if v2 else 1)
-    _limit("x402", decoded.authorization.payer)
+    limit_or_raise(tier="x402", identity=decoded.authorization.payer)
     return _paid(x402_pay(decoded, purpose=purpose, request_sha256=fingerprint, work=work, now=now))
 
 
@@ -164,8 +156,7 @@ class X402InvokeApi(APIView):
         responses={200: InvokeOutput, 502: OpenApiResponse(ErrorSerializer), **_RESPONSES},
     )
     def post(self, request: Request) -> Response:
-        if not feature_enabled("x402"):
-            raise FeatureDisabled()
+        require_feature("x402", "x402 payments are currently disabled")
         serializer = self.InvokeInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -230,8 +221,7 @@ class X402CreditPackApi(APIView):
         responses={200: PackOutput, 401: OpenApiResponse(ErrorSerializer), **_RESPONSES},
     )
     def post(self, request: Request) -> Response:
-        if not feature_enabled("x402"):
-            raise FeatureDisabled()
+        require_feature("x402", "x402 payments are currently disabled")
         principal = request.user
         assert isinstance(principal, Principal)
         serializer = self.PackInput(data=request.data)

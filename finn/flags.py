@@ -8,6 +8,7 @@ commit, so every process sees them within one request.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime
 
 import redis
@@ -16,12 +17,23 @@ from django.db import transaction
 
 from finn.audit import audit_append
 from finn.degradation import redis_guard
-from finn.errors import InvalidRequest
+from finn.errors import DomainError, InvalidRequest
 from finn.models import BetaAllowlistEntry, FeatureFlag
 from finn.redis import get_redis
 
 FLAGS = ("billing", "credits", "nft", "onboarding", "x402", "x402_public")
 CACHE_SECONDS = 60
+
+
+class FeatureDisabled(DomainError):
+    code = "feature_disabled"
+    status = 503
+
+
+def require_feature(name: str, message: str) -> None:
+    """503 ``feature_disabled`` (with ``message``) unless the flag ``name`` is on."""
+    if not feature_enabled(name):
+        raise FeatureDisabled(message)
 
 
 def flag_defaults() -> dict[str, bool]:
@@ -39,6 +51,18 @@ def _cache_key(name: str) -> str:
     return f"finn:flag:{name}"
 
 
+def _cached_bool(key: str, read: Callable[[], bool]) -> bool:
+    """A yes/no from Redis (60 s), else from ``read()`` (PostgreSQL) and cached; Redis down → ``read()``."""
+    cached = redis_guard("feature_flags", lambda: get_redis().get(key), fallback=lambda: None)
+    if cached in ("1", "0"):
+        return cached == "1"
+    value = read()
+    redis_guard(
+        "feature_flags", lambda: get_redis().set(key, "1" if value else "0", ex=CACHE_SECONDS), fallback=lambda: None
+    )
+    return value
+
+
 def feature_enabled(name: str) -> bool:
     if name not in FLAGS:
         raise KeyError(f"unknown feature flag {name!r}")
@@ -47,16 +71,7 @@ def feature_enabled(name: str) -> bool:
         row = FeatureFlag.objects.filter(name=name).values_list("enabled", flat=True).first()
         return flag_defaults()[name] if row is None else bool(row)
 
-    cached = redis_guard("feature_flags", lambda: get_redis().get(_cache_key(name)), fallback=lambda: None)
-    if cached in ("1", "0"):
-        enabled = cached == "1"
-    else:
-        enabled = from_database()
-        redis_guard(
-            "feature_flags",
-            lambda: get_redis().set(_cache_key(name), "1" if enabled else "0", ex=CACHE_SECONDS),
-            fallback=lambda: None,
-        )
+    enabled = _cached_bool(_cache_key(name), from_database)
     if name == "x402":
         return enabled and bool(settings.X402_PAY_TO)
     return enabled
@@ -97,16 +112,7 @@ def allowlisted(address: str) -> bool:
     address = address.lower()
     if address in {a.lower() for a in settings.BETA_BYPASS_ADDRESSES}:
         return True
-    cached = redis_guard("feature_flags", lambda: get_redis().get(_allowlist_key(address)), fallback=lambda: None)
-    if cached in ("1", "0"):
-        return cached == "1"
-    listed = BetaAllowlistEntry.objects.filter(address=address).exists()
-    redis_guard(
-        "feature_flags",
-        lambda: get_redis().set(_allowlist_key(address), "1" if listed else "0", ex=CACHE_SECONDS),
-        fallback=lambda: None,
-    )
-    return listed
+    return _cached_bool(_allowlist_key(address), lambda: BetaAllowlistEntry.objects.filter(address=address).exists())
 
 
 def allowlist_add(*, address: str, note: str = "", actor: str, now: datetime) -> BetaAllowlistEntry:

@@ -132,6 +132,22 @@ def advisory_lock(key: AdvisoryLock) -> Iterator[bool]:
                 cursor.execute("SELECT pg_advisory_unlock(%s)", [int(key)])
 
 
+def xact_lock(name: str, *, wait: bool = True) -> bool:
+    """Take the transaction-scoped advisory lock named ``name`` (released at commit or rollback).
+
+    ``wait=False`` tries once and returns whether it was taken. Names are hashed in
+    PostgreSQL (``hashtextextended``), so any string keys a lock: ``purchase:<member>``,
+    ``x402:credit:<wallet>``, ``webhook:<event>``.
+    """
+    if not connection.in_atomic_block:
+        raise RuntimeError("xact_lock needs the caller's transaction")
+    function = "pg_advisory_xact_lock" if wait else "pg_try_advisory_xact_lock"
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {function}(hashtextextended(%s, 0))", [name])
+        row = cursor.fetchone()
+    return True if wait else bool(row[0])
+
+
 def drain_batches(key: AdvisoryLock, batch: Callable[[], int], *, batch_size: int, max_batches: int) -> int | None:
     """Run ``batch()`` (one transaction each) until it returns fewer than ``batch_size``.
 

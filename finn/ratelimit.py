@@ -20,6 +20,7 @@ from rest_framework.request import Request
 from rest_framework.throttling import BaseThrottle
 
 from finn.degradation import redis_guard
+from finn.errors import DomainError
 
 if TYPE_CHECKING:  # DRF imports throttles while building APIView: no runtime import
     from rest_framework.views import APIView
@@ -112,6 +113,22 @@ def rate_limit_hit(*, tier: str, identity: str, subsystem: str = "rate_limit") -
         )
 
     return redis_guard(subsystem, in_redis, fallback=lambda: local_buckets.hit(key, limit, float(window)))
+
+
+class RateLimited(DomainError):
+    code = "rate_limited"
+    status = 429
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers["Retry-After"] = str(max(1, retry_after))
+
+
+def limit_or_raise(*, tier: str, identity: str) -> None:
+    """Count one request; 429 ``rate_limited`` with Retry-After when the tier's window is full."""
+    decision = rate_limit_hit(tier=tier, identity=identity)
+    if not decision.allowed:
+        raise RateLimited(f"too many requests ({tier})", decision.retry_after)
 
 
 def client_ip(request: HttpRequest) -> str:

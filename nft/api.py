@@ -16,7 +16,7 @@ from rest_framework.views import APIView
 from finn.auth import Principal
 from finn.errors import Forbidden, InvalidRequest
 from finn.fields import ErrorSerializer
-from finn.flags import feature_enabled
+from finn.flags import require_feature
 from nft import detection, selectors, services
 from nft.models import OnboardingSession
 
@@ -64,8 +64,7 @@ class PersonalityInput(serializers.Serializer):
 
 
 def _nft_enabled() -> None:
-    if not feature_enabled("nft"):
-        raise services.FeatureDisabled("NFT agents are currently disabled")
+    require_feature("nft", "NFT agents are currently disabled")
 
 
 def _body(request: Request) -> dict[str, Any]:

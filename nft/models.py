@@ -70,8 +70,6 @@ class OnboardingSession(models.Model):
     wallet = models.CharField(max_length=42)
     account_id = models.BigIntegerField()
     current_step = models.CharField(max_length=20)
-    step_index = models.PositiveSmallIntegerField()
-    completed_steps = models.JSONField(default=list)
     detected_nfts = models.JSONField(default=list)
     selected_collection = models.CharField(max_length=42, blank=True, default="")
     selected_token_id = models.CharField(max_length=78, blank=True, default="")
@@ -96,3 +94,12 @@ class OnboardingSession(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} ({self.wallet} at {self.current_step})"
+
+    @property
+    def step_index(self) -> int:
+        """Steps only move forward one at a time, so the position is derived from the current step."""
+        return len(STEPS) if self.current_step == "done" else STEPS.index(self.current_step)
+
+    @property
+    def completed_steps(self) -> list[str]:
+        return list(STEPS[: self.step_index])

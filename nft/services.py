@@ -16,8 +16,8 @@ from credits.models import AgentWallet
 from credits.services import agent_wallet_create
 from finn.audit import audit_append
 from finn.db import violates
-from finn.errors import Conflict, DomainError, Forbidden, InvalidRequest, NotFound
-from finn.flags import allowlisted, feature_enabled
+from finn.errors import Conflict, Forbidden, InvalidRequest, NotFound
+from finn.flags import allowlisted, require_feature
 from nft import detection
 from nft.erc6551 import token_bound_account
 from nft.models import STEPS, VOICES, OnboardingSession, Personality, PersonalityVersion
@@ -48,11 +48,6 @@ class NotAllowlisted(Forbidden):
 
 class NotOwner(Forbidden):
     code = "not_owner"
-
-
-class FeatureDisabled(DomainError):
-    code = "feature_disabled"
-    status = 503
 
 
 class InvalidStep(InvalidRequest):
@@ -211,8 +206,6 @@ def _advance(session: OnboardingSession, expected: str, *, now: datetime, **fiel
     following = STEPS[index + 1] if index + 1 < len(STEPS) else "done"
     updated = OnboardingSession.objects.filter(pk=session.pk, current_step=expected, expires_at__gt=now).update(
         current_step=following,
-        step_index=index + 1,
-        completed_steps=[*session.completed_steps, expected],
         updated_at=now,
         **fields,
     )
@@ -225,8 +218,7 @@ def _advance(session: OnboardingSession, expected: str, *, now: datetime, **fiel
 
 
 def onboarding_start(*, wallet: str, account_id: int, now: datetime) -> OnboardingSession:
-    if not feature_enabled("onboarding"):
-        raise FeatureDisabled("onboarding is currently disabled")
+    require_feature("onboarding", "onboarding is currently disabled")
     wallet = wallet.lower()
     if not allowlisted(wallet):
         raise NotAllowlisted("this wallet is not on the beta allowlist yet", waitlist_url="/waitlist/")
@@ -236,8 +228,6 @@ def onboarding_start(*, wallet: str, account_id: int, now: datetime) -> Onboardi
             wallet=wallet,
             account_id=account_id,
             current_step="nft_detect",
-            step_index=1,
-            completed_steps=["wallet_connect"],
             created_at=now,
             updated_at=now,
             expires_at=now + timedelta(seconds=settings.ONBOARDING_SESSION_SECONDS),

@@ -18,6 +18,38 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 
+class _QuietHandler(BaseHTTPRequestHandler):
+    """A loopback fake's handler: no access log; a client hanging up mid-answer is expected."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def handle(self) -> None:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            super().handle()
+
+    def _send_json(self, status: int, payload: Any) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+@contextmanager
+def _serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Serve ``handler`` on a free loopback port for the block; yields ``http://127.0.0.1:<port>``."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 @dataclass
 class Upstream:
     statuses: list[int] = field(default_factory=lambda: [200])  # used in order; the last repeats
@@ -41,15 +73,7 @@ class Upstream:
 def fake_upstream(**behaviour: Any) -> Iterator[Upstream]:
     upstream = Upstream(**behaviour)
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # quiet
-            pass
-
-        def handle(self) -> None:
-            # A client that hangs up (a killed worker, a timeout) is expected here.
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                super().handle()
-
+    class Handler(_QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -71,26 +95,14 @@ def fake_upstream(**behaviour: Any) -> Iterator[Upstream]:
                     self.wfile.write(b"\x00\x01 this is not HTTP \xff\r\n\r\n")
                     return
                 status = upstream.next_status()
-                payload = b'{"ok": true}'
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
+                self._send_json(status, {"ok": True})
             finally:
                 with upstream.lock:
                     upstream.in_flight -= 1
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    upstream.url = f"http://127.0.0.1:{server.server_address[1]}/finalize"
-    try:
+    with _serving(Handler) as base:
+        upstream.url = f"{base}/finalize"
         yield upstream
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @contextmanager
@@ -98,10 +110,7 @@ def fake_json_rpc(answers: dict[str, Any]) -> Iterator[dict[str, Any]]:
     """A JSON-RPC node on loopback: ``answers[method]`` is the result (or a callable of params)."""
     state: dict[str, Any] = {"calls": [], "url": ""}
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(_QuietHandler):
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
             request = json.loads(self.rfile.read(length) or b"{}")
@@ -117,22 +126,11 @@ def fake_json_rpc(answers: dict[str, Any]) -> Iterator[dict[str, Any]]:
                 if callable(answer):
                     answer = answer(call.get("params"))
                 replies.append({"jsonrpc": "2.0", "id": call.get("id"), "result": answer})
-            body = json.dumps(replies if isinstance(request, list) else replies[0]).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._send_json(200, replies if isinstance(request, list) else replies[0])
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state["url"] = f"http://127.0.0.1:{server.server_address[1]}/"
-    try:
+    with _serving(Handler) as base:
+        state["url"] = f"{base}/"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -153,25 +151,10 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
 
     state = Facilitator(**behaviour)
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-        def handle(self) -> None:
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                super().handle()
-
-        def _send(self, status: int, payload: Any) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
+    class Handler(_QuietHandler):
         def do_GET(self) -> None:
             kinds = [{"x402Version": 2, "scheme": "exact", "network": "eip155:84532"}]
-            self._send(200, {"kinds": kinds, "extensions": [], "signers": {"eip155:*": []}})
+            self._send_json(200, {"kinds": kinds, "extensions": [], "signers": {"eip155:*": []}})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -183,7 +166,7 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
                 self.wfile.write(b"\x00 not http \xff\r\n\r\n")
                 return
             if state.mode == "http500":
-                self._send(500, {"error": "boom"})
+                self._send_json(500, {"error": "boom"})
                 return
             payload = request.get("paymentPayload", {}).get("payload", {})
             authorization = payload.get("authorization", {})
@@ -199,26 +182,22 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
                 answer: dict[str, Any] = {"isValid": valid, "payer": payer}
                 if not valid:
                     answer["invalidReason"] = "invalid_exact_evm_payload_signature"
-                self._send(200, answer)
+                self._send_json(200, answer)
                 return
             network = requirements.get("network", "")
             if not valid:
-                self._send(
+                self._send_json(
                     200, {"success": False, "errorReason": "transaction_failed", "transaction": "", "network": network}
                 )
                 return
             tx = "0x" + hashlib.sha256(str(authorization.get("nonce")).encode()).hexdigest()
-            self._send(200, {"success": True, "transaction": tx, "network": network, "payer": payer, "amount": amount})
+            self._send_json(
+                200, {"success": True, "transaction": tx, "network": network, "payer": payer, "amount": amount}
+            )
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
+    with _serving(Handler) as base:
+        state.url = base
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @dataclass
@@ -239,10 +218,7 @@ def fake_nft_api(**behaviour: Any) -> Iterator[NftApi]:
 
     state = NftApi(**behaviour)
 
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
+    class Handler(_QuietHandler):
         def do_GET(self) -> None:
             query = parse_qs(urlparse(self.path).query)
             state.calls.append(query)
@@ -261,19 +237,8 @@ def fake_nft_api(**behaviour: Any) -> Iterator[NftApi]:
             }
             if start + state.page_size < len(items):
                 body["pageKey"] = str(start + state.page_size)
-            payload = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self._send_json(200, body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    state.url = f"http://127.0.0.1:{server.server_address[1]}/nft/v3/test-key"
-    try:
+    with _serving(Handler) as base:
+        state.url = f"{base}/nft/v3/test-key"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()

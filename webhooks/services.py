@@ -17,7 +17,6 @@ attempts the event is ``dead`` (listed in the admin, replayable). Only a
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ from billing import services as billing_services
 from billing.metrics import rejected
 from credits.services import card_credit_pack_mint
 from finn.degradation import lock_fallbacks_total, monitor
-from finn.locks import lock_acquire, lock_release
+from finn.locks import lock_acquire, lock_release, xact_lock
 from finn.ratelimit import local_buckets
 from finn.redis import get_redis
 from webhooks.adapters import NormalizedEvent
@@ -122,11 +121,6 @@ def _marker_key(event: WebhookEvent) -> str:
     return f"webhook:processed:{event.provider}:{event.provider_event_id}"
 
 
-def _advisory_key(event: WebhookEvent) -> int:
-    digest = hashlib.sha256(f"webhook:{event.pk}".encode()).digest()
-    return int.from_bytes(digest[:8], "big", signed=True)
-
-
 def _execute(event: WebhookEvent, now: datetime) -> str:
     """Run the handler of a supported type; the caller's transaction holds it."""
     data = event.payload or {}
@@ -212,12 +206,9 @@ def _process_locked(event: WebhookEvent, *, now: datetime, use_postgres_lock: bo
             use_postgres_lock = True
     try:
         with transaction.atomic(durable=True):
-            if use_postgres_lock:
-                with connection.cursor() as cursor:
-                    cursor.execute("SELECT pg_try_advisory_xact_lock(%s)", [_advisory_key(event)])
-                    if not cursor.fetchone()[0]:
-                        rejected("lock_contention")
-                        return "lock_contention"
+            if use_postgres_lock and not xact_lock(f"webhook:{event.pk}", wait=False):
+                rejected("lock_contention")
+                return "lock_contention"
             # VERIFY 2: the row, locked, is the truth.
             current = WebhookEvent.objects.select_for_update().get(pk=event.pk)
             if current.status in (WebhookEvent.Status.PROCESSED, WebhookEvent.Status.SKIPPED):

@@ -44,7 +44,7 @@ def test_cleanup_deletes_only_old_nonces_in_batches_and_reports(now) -> None:
     result = nonce_cleanup(now=now, batch_size=10)
     # then
     assert result.deleted == 25
-    assert result.seconds >= 0
+    assert 0 <= result.seconds < 30
     assert UsedNonce.objects.count() == 1
     assert REGISTRY.get_sample_value("nonce_cleanup_deleted_total") == deleted_before + 25
 

@@ -331,7 +331,6 @@ def test_credit_notes_reduce_the_next_quote_of_a_named_payer(facilitator) -> Non
 
 
 def test_apply_credit_notes_arithmetic_matches_the_reference() -> None:
-    assert apply_credit_notes(balance=1_800, required=3_000) == apply_credit_notes(balance=1_800, required=3_000)
     first = apply_credit_notes(balance=1_800, required=3_000)
     assert (first.credit_used, first.reduced_amount, first.remaining_credit) == (1_800, 1_200, 0)
     second = apply_credit_notes(balance=7_000, required=5_000)
@@ -463,3 +462,26 @@ def test_a_contract_wallet_pays_through_eip1271(facilitator) -> None:
     with fake_json_rpc({"eth_call": "0x" + "00" * 32}) as node, override_settings(ETH_RPC_URL=node["url"]):
         refused = _post(**{"PAYMENT-SIGNATURE": pay_v2(_quote(), **{"from": contract})})
     assert refused.json()["code"] == "invalid_signature"
+
+
+@pytest.mark.django_db
+def test_credit_is_used_oldest_expiring_note_first_in_one_statement(facilitator, django_assert_max_num_queries) -> None:
+    from django.db import transaction
+
+    from credits.payments import _credit_consume
+
+    quote = X402Quote.objects.get(pk=_quote()["accepts"][0]["extra"]["quoteId"])
+    now = timezone.now()
+    for index, (amount, days) in enumerate([(50, 3), (70, 1), (40, 2), (500, -1)]):  # the last one has expired
+        CreditNote.objects.create(
+            id=f"cn_order_{index}", wallet=PAYER, amount=amount, remaining=amount, quote=quote, quoted_amount=0,
+            actual_amount=0, reason="seed", created_at=now, expires_at=now + timedelta(days=days),
+        )  # fmt: skip
+    with transaction.atomic(), django_assert_max_num_queries(2):  # the wallet lock and the UPDATE
+        used = _credit_consume(wallet=PAYER, amount=100, now=now)
+    remaining = dict(CreditNote.objects.filter(pk__startswith="cn_order_").values_list("pk", "remaining"))
+    assert used == 100
+    assert remaining == {"cn_order_1": 0, "cn_order_2": 10, "cn_order_0": 50, "cn_order_3": 500}
+    with transaction.atomic():
+        assert _credit_consume(wallet=PAYER, amount=1_000, now=now) == 60  # all that is left and live
+    CreditNote.objects.filter(pk__startswith="cn_order_").delete()

@@ -16,6 +16,21 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def wait_http_ok(url: str, *, timeout: float = 30.0) -> None:
+    """Until ``url`` answers 200 (a server that is still starting), or RuntimeError."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer 200 within {timeout} s")
+
+
 class ThrowawayRedis:
     """A redis-server on a spare port, keeping nothing on disk, that a test may stop and restart."""
 

@@ -6,7 +6,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -14,7 +13,7 @@ import pytest
 from django.conf import settings
 from django.db import connection
 
-from tests.faults.servers import free_port
+from tests.faults.servers import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,12 +57,7 @@ def test_counters_are_summed_across_gunicorn_workers(tmp_path: Path) -> None:
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(100):
-            try:
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_http_ok(f"{base}/health")
         before = _requests_total(httpx.get(f"{base}/metrics").text)
         for _ in range(60):  # new connections: the requests spread over the workers
             httpx.get(f"{base}/health", headers={"Connection": "close"})

@@ -156,12 +156,11 @@ class Gate:
         return ", ".join(listed)
 
     def breakers(self) -> str:
-        from finn.breaker import CircuitBreaker
+        from billing.finalize import finalize_breaker
+        from credits.facilitator import settlement_breaker
+        from nft.detection import detection_breaker
 
-        states = {
-            name: CircuitBreaker(name=name, failure_threshold=1, window_seconds=1, cooldown_seconds=1).state()
-            for name in ("finalize", "settlement", "nft_detection")
-        }
+        states = {b.name: b.state() for b in (finalize_breaker(), settlement_breaker(), detection_breaker())}
         open_ = [name for name, state in states.items() if state != "CLOSED"]
         _require(not open_, f"open: {', '.join(open_)}")
         return "all closed"
