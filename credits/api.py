@@ -18,7 +18,6 @@ from credits.pricing import estimate_reserve_cost, model_prices
 from credits.pricing_config import PER_MILLION
 from credits.purchases import purchase_credit_pack
 from credits.signin import (
-    MAX_MESSAGE_CHARS,
     NONCE_TTL_SECONDS,
     Session,
     session_logout,
@@ -26,9 +25,10 @@ from credits.signin import (
     signin_nonce_issue,
     signin_verify,
 )
+from credits.siwe_message import MAX_MESSAGE_CHARS
 from credits.units import Rounding, micro_usd_to_cu
 from finn.auth import Principal
-from finn.fields import ErrorSerializer, StrictIntegerField
+from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
 from finn.ratelimit import ChallengeThrottle
 
 MAX_TOKENS = 10_000_000
@@ -183,8 +183,8 @@ class AuthNonceApi(_AuthView):
 
 class AuthVerifyApi(_AuthView):
     class VerifyInput(serializers.Serializer):
-        message = serializers.CharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
-        signature = serializers.CharField(max_length=4096)
+        message = StrictCharField(max_length=MAX_MESSAGE_CHARS, trim_whitespace=False)
+        signature = StrictCharField(max_length=4096)
 
     @extend_schema(
         operation_id="auth_verify",

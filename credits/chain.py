@@ -7,6 +7,8 @@ from typing import Any
 
 import httpx
 
+from finn.untrusted_json import json_loads_untrusted
+
 _ids = itertools.count(1)
 
 
@@ -21,7 +23,7 @@ def rpc_call(url: str, method: str, params: list[Any], *, timeout: float = 5.0) 
         response = httpx.post(
             url, json={"jsonrpc": "2.0", "id": next(_ids), "method": method, "params": params}, timeout=timeout
         )
-        body = response.json()
+        body = json_loads_untrusted(response.content)
     except (httpx.HTTPError, ValueError) as exc:
         raise RpcUnavailable(f"{method}: {type(exc).__name__}") from None
     if not isinstance(body, dict) or "error" in body or "result" not in body:

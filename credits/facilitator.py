@@ -16,6 +16,7 @@ import httpx
 from django.conf import settings
 
 from finn.breaker import CircuitBreaker
+from finn.untrusted_json import json_loads_untrusted
 
 logger = logging.getLogger(__name__)
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
@@ -51,7 +52,7 @@ def _post(path: str, body: dict[str, Any]) -> dict[str, Any]:
     if response.status_code != 200:
         raise _Garbage(f"{path}: http {response.status_code}")
     try:
-        data = response.json()
+        data = json_loads_untrusted(response.content)
     except ValueError:
         raise _Garbage(f"{path}: not JSON") from None
     if not isinstance(data, dict):

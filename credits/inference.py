@@ -15,6 +15,7 @@ from django.conf import settings
 
 from credits.pricing import ModelPrice, model_price
 from credits.units import Rounding, divide
+from finn.untrusted_json import json_loads_untrusted
 
 ECHO = "echo"
 # Demo prices: 1 µUSD per input token, 2 µUSD per output token.
@@ -58,7 +59,7 @@ def run(*, model: str, prompt: str, max_tokens: int) -> InferenceResult:
             json={"model": model, "prompt": prompt, "max_tokens": max_tokens},
             timeout=settings.INFERENCE_TIMEOUT_SECONDS,
         )
-        data = response.json() if response.status_code == 200 else None
+        data = json_loads_untrusted(response.content) if response.status_code == 200 else None
     except (httpx.HTTPError, ValueError) as exc:
         raise InferenceFailed(type(exc).__name__) from None
     if not isinstance(data, dict) or not isinstance(data.get("output"), str) or not isinstance(data.get("usage"), dict):

@@ -1,7 +1,8 @@
 """Sign-In with Ethereum (EIP-4361): nonces, verification, sessions.
 
-The ``siwe`` library parses and renders the message; the checks are done
-here with an explicit 30 s clock skew, the signature is recovered with
+``credits.siwe_message`` parses the message in linear time (the ``siwe``
+library's parser is quadratic and stays a reference in the tests); the checks
+are done here with an explicit 30 s clock skew, the signature is recovered with
 eth-account (EIP-191) and, for contract wallets, checked through the
 library's EIP-1271 helper against ETH_RPC_URL. Every failure becomes the same
 401 (no detail leaks to the caller; the reason is logged).
@@ -25,6 +26,7 @@ from eth_account.messages import encode_defunct
 from billing.services import account_create
 from credits.models import RefreshToken, WalletIdentity
 from credits.services import nonce_consume
+from credits.siwe_message import SiweFields, SiweMessageError, siwe_parse, siwe_time
 from credits.tokens import token_sign, token_verify
 from finn.degradation import redis_guard
 from finn.errors import DomainError, InvalidRequest
@@ -34,7 +36,6 @@ logger = logging.getLogger(__name__)
 
 NONCE_TTL_SECONDS = 300
 SKEW = timedelta(seconds=30)
-MAX_MESSAGE_CHARS = 4096
 
 
 class SignInFailed(DomainError):
@@ -106,19 +107,15 @@ def jwt_decode(token: str) -> dict[str, Any]:
     return claims
 
 
-def _parse(message: str) -> Any:
-    from siwe import SiweMessage  # heavy import (web3): only when signing in
-
-    if not isinstance(message, str) or not message or len(message) > MAX_MESSAGE_CHARS:
-        raise InvalidRequest("message must be an EIP-4361 text of at most 4096 characters", reason="malformed_message")
+def _parse(message: str) -> SiweFields:
     try:
-        return SiweMessage.from_message(message)
-    except Exception:  # the library raises several kinds for bad grammar
-        raise InvalidRequest("message is not a valid EIP-4361 message", reason="malformed_message") from None
+        return siwe_parse(message)
+    except SiweMessageError as exc:
+        raise SignInFailed(f"message: {exc}") from None
 
 
-def _signature_ok(parsed: Any, signature: str) -> bool:
-    signable = encode_defunct(text=parsed.prepare_message())
+def _signature_ok(parsed: SiweFields, message: str, signature: str) -> bool:
+    signable = encode_defunct(text=message)  # the parser checked it is the canonical rendering
     try:
         recovered = EthAccount.recover_message(signable, signature=signature)
     except Exception:
@@ -127,6 +124,8 @@ def _signature_ok(parsed: Any, signature: str) -> bool:
         return True
     if not settings.ETH_RPC_URL:
         return False
+    # siwe's EIP-1271 helper (it needs only address, hash and signature); web3 is heavy,
+    # so it is imported only for contract wallets.
     from siwe.siwe import check_contract_wallet_signature
     from web3 import HTTPProvider, Web3
 
@@ -150,22 +149,22 @@ def signin_verify(*, message: str, signature: str, now: datetime) -> Session:
         raise InvalidRequest("signature must be 0x-prefixed hex", reason="malformed_signature") from None
     if parsed.domain != settings.SIWE_DOMAIN:
         raise SignInFailed("domain")
-    if not str(parsed.uri).startswith(settings.SIWE_URI_PREFIX):
+    if not parsed.uri.startswith(settings.SIWE_URI_PREFIX):
         raise SignInFailed("uri")
-    if int(parsed.chain_id) not in settings.SIWE_CHAIN_IDS:
+    if parsed.chain_id not in settings.SIWE_CHAIN_IDS:
         raise SignInFailed("chain_id")
-    if parsed.issued_at is not None and parsed.issued_at._datetime > now + SKEW:
+    if siwe_time(parsed.issued_at) > now + SKEW:
         raise SignInFailed("issued_in_future")
-    if parsed.expiration_time is not None and now >= parsed.expiration_time._datetime + SKEW:
+    if parsed.expiration_time is not None and now >= siwe_time(parsed.expiration_time) + SKEW:
         raise SignInFailed("expired")
-    if parsed.not_before is not None and now + SKEW < parsed.not_before._datetime:
+    if parsed.not_before is not None and now + SKEW < siwe_time(parsed.not_before):
         raise SignInFailed("not_yet_valid")
-    if not _signature_ok(parsed, signature):
+    if not _signature_ok(parsed, message, signature):
         raise SignInFailed("signature")
     # Last, so a bad signature cannot burn someone else's nonce.
-    if not _nonce_take(str(parsed.nonce), now):
+    if not _nonce_take(parsed.nonce, now):
         raise SignInFailed("nonce")
-    address = str(parsed.address).lower()
+    address = parsed.address.lower()
     with transaction.atomic(durable=True):
         wallet = WalletIdentity.objects.filter(address=address).first()
         if wallet is None:

@@ -29,6 +29,7 @@ from x402.schemas.v1 import PaymentPayloadV1, PaymentRequiredV1, PaymentRequirem
 
 from credits.chain import RpcUnavailable, rpc_call
 from finn.errors import DomainError, InvalidRequest
+from finn.untrusted_json import UntrustedJsonError, json_loads_untrusted
 
 # Header names (matched case-insensitively by Django's request.headers).
 PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
@@ -36,6 +37,8 @@ PAYMENT_SIGNATURE = "PAYMENT-SIGNATURE"
 PAYMENT_RESPONSE = "PAYMENT-RESPONSE"
 X_PAYMENT = "X-PAYMENT"
 X_PAYMENT_RESPONSE = "X-PAYMENT-RESPONSE"
+# A payment payload is ~1 KB; the header itself is bounded by the server (8 KiB per line).
+MAX_PAYMENT_HEADER_BYTES = 16 * 1024
 # A client without header support asks for the v1 body form with this header.
 VERSION_HEADER = "X402-Version"
 # A client may name its wallet so that its credit notes reduce the quote.
@@ -265,8 +268,8 @@ def _authorization(payload: dict[str, Any]) -> Authorization:
 def decode_payment(raw: str, *, version_hint: int) -> DecodedPayment:
     """Decode a ``PAYMENT-SIGNATURE`` (v2) or ``X-PAYMENT`` (v1) header; 400 ``invalid_payment`` if malformed."""
     try:
-        data = json.loads(base64.b64decode(raw.strip(), validate=True).decode("utf-8"))
-    except (binascii.Error, ValueError, UnicodeDecodeError):
+        data = json_loads_untrusted(base64.b64decode(raw.strip(), validate=True), max_bytes=MAX_PAYMENT_HEADER_BYTES)
+    except (binascii.Error, UntrustedJsonError):
         raise InvalidPayment("payment header is not base64 of JSON") from None
     if not isinstance(data, dict):
         raise InvalidPayment("payment header must hold a JSON object")

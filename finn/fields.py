@@ -44,6 +44,15 @@ class StrictIntegerField(serializers.Field):
         return int(value)
 
 
+class StrictCharField(serializers.CharField):
+    """A JSON string, nothing else (DRF's CharField turns ``5`` into ``"5"``)."""
+
+    def to_internal_value(self, data: Any) -> str:
+        if not isinstance(data, str):
+            self.fail("invalid")
+        return str(super().to_internal_value(data))
+
+
 _SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 

@@ -305,13 +305,16 @@ except ConfigurationError as exc:
     print(f"finn: refusing to start: {exc}", file=sys.stderr)
     raise SystemExit(2) from None
 
+# API request bodies (DRF's parser, finn.parsers) are read up to this size; larger → 413.
+API_MAX_BODY_BYTES = 1024 * 1024
+
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "credits.authentication.ApiKeyAuthentication",
         "credits.authentication.JwtAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["finn.parsers.UntrustedJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "finn.errors.api_exception_handler",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 
 from django.conf import settings
@@ -15,6 +14,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from finn.errors import InvalidRequest
 from finn.ratelimit import client_ip, rate_limit_hit
 from finn.services import csp_reports_record, csp_violations_parse, waitlist_signup
+from finn.untrusted_json import UntrustedJsonError, json_loads_untrusted
 
 CSP_REPORT_MAX_BYTES = 10 * 1024
 CSP_REPORT_TYPES = ("application/csp-report", "application/reports+json", "application/json")
@@ -82,8 +82,8 @@ def csp_report(request: HttpRequest) -> HttpResponse:
     if len(raw) > CSP_REPORT_MAX_BYTES:
         return _error(413, "payload_too_large", "reports are limited to 10 KiB")
     try:
-        body = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+        body = json_loads_untrusted(raw, max_bytes=CSP_REPORT_MAX_BYTES)
+    except UntrustedJsonError:
         return _error(400, "invalid_report", "the report is not valid JSON")
     violations = csp_violations_parse(body)
     if not violations:

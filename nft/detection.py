@@ -22,6 +22,7 @@ from credits.chain import RpcUnavailable, rpc_call
 from finn.breaker import CircuitBreaker
 from finn.degradation import redis_guard
 from finn.redis import get_redis
+from finn.untrusted_json import json_loads_untrusted
 
 logger = logging.getLogger(__name__)
 MAX_PAGES = 20
@@ -76,7 +77,8 @@ def _fetch(wallet: str) -> list[DetectedNft]:
         )
         if response.status_code != 200:
             raise ValueError(f"http {response.status_code}")
-        body = response.json()
+        # NFT metadata is user-written: pages are larger and may nest deeper than a request body.
+        body = json_loads_untrusted(response.content, max_bytes=16 * 1024 * 1024, max_depth=128)
         if not isinstance(body, dict) or not isinstance(body.get("ownedNfts"), list):
             raise ValueError("no ownedNfts")
         for item in body["ownedNfts"]:

@@ -6,7 +6,6 @@ so nothing may parse or re-serialize the body before verification.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 
@@ -19,6 +18,7 @@ from django.views.decorators.http import require_POST
 from billing.metrics import rejected
 from finn.degradation import ServiceUnavailable
 from finn.ratelimit import client_ip, rate_limit_hit
+from finn.untrusted_json import UntrustedJsonError, json_loads_untrusted
 from webhooks.adapters import (
     InvalidEvent,
     NormalizedEvent,
@@ -78,8 +78,8 @@ def _receive(
         rejected(exc.code)
         return _error(400, exc.code, exc.message)
     try:
-        event = normalize(json.loads(raw))
-    except (ValueError, InvalidEvent) as exc:
+        event = normalize(json_loads_untrusted(raw, max_bytes=MAX_BODY_BYTES))
+    except (UntrustedJsonError, InvalidEvent) as exc:
         return _error(400, "invalid_event", f"the event body is not a valid {provider} event: {exc}"[:300])
     receipt = webhook_receive(provider=provider, event=event, now=timezone.now())
     return JsonResponse({"received": True, "status": receipt.status, "event_id": receipt.event_id})

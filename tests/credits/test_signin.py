@@ -141,7 +141,6 @@ def test_two_concurrent_verifications_of_one_nonce_cannot_both_succeed() -> None
     "body",
     [
         {},
-        {"message": "hello", "signature": "0x00"},
         {"message": 5, "signature": "0x"},
         {"message": "x" * 5000, "signature": "0x"},
     ],
@@ -151,6 +150,17 @@ def test_malformed_requests_are_400(body: dict[str, Any]) -> None:
     response = Client().post("/api/v1/auth/verify", body, content_type="application/json")
     # then
     assert response.status_code == 400
+
+
+@pytest.mark.django_db
+def test_text_that_is_not_an_eip_4361_message_is_the_generic_401() -> None:
+    # when
+    response = Client().post(
+        "/api/v1/auth/verify", {"message": "hello", "signature": "0x00"}, content_type="application/json"
+    )
+    # then
+    assert response.status_code == 401
+    assert response.json() == {"error": "authentication failed", "code": "authentication_failed"}
 
 
 @pytest.mark.django_db
