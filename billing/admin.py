@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.paginator import Paginator
-from django.db import transaction
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
@@ -22,6 +21,7 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 
 from billing import selectors, services
+from billing.finalize import finalize_bulk_replay_enqueue
 from billing.models import (
     Account,
     BadgePurchase,
@@ -33,8 +33,8 @@ from billing.models import (
     Posting,
     Subscription,
 )
+from billing.services import entry_finalize_enqueue
 from billing.states import EntryState
-from billing.tasks import entry_finalize_task, finalize_bulk_replay_task
 from finn.errors import DomainError
 from finn.models import AuditEvent
 
@@ -116,13 +116,6 @@ class AccountIdFilter(admin.SimpleListFilter):
     def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
         value = self.value()
         return queryset.filter(account_id=int(value)) if value and value.isdigit() else queryset
-
-
-def _enqueue_finalize(entry_id: str) -> Callable[[], None]:
-    def enqueue() -> None:
-        entry_finalize_task.delay(entry_id)
-
-    return enqueue
 
 
 class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
@@ -216,12 +209,12 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
     def replay_selected(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> None:
         ids = list(queryset.filter(state=EntryState.FINALIZE_FAILED).values_list("pk", flat=True))
         for entry_id in ids:
-            transaction.on_commit(_enqueue_finalize(entry_id))
+            entry_finalize_enqueue(entry_id)
         self.message_user(request, f"{len(ids)} poison entr{'y' if len(ids) == 1 else 'ies'} queued for replay.")
 
     @admin.action(description="Replay all poison entries upstream", permissions=["finalize"])
     def replay_poison(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> None:
-        finalize_bulk_replay_task.delay(settings.FINALIZE_REPLAY_CONCURRENCY, 100)
+        finalize_bulk_replay_enqueue(concurrency=settings.FINALIZE_REPLAY_CONCURRENCY, limit=100)
         self.message_user(request, "Replay of poison entries queued.")
 
     def has_finalize_permission(self, request: HttpRequest) -> bool:

@@ -15,11 +15,10 @@ from rest_framework.views import APIView
 
 from billing import selectors, services
 from billing.errors import AccountNotFound
-from billing.finalize import finalize_health
+from billing.finalize import finalize_bulk_replay_enqueue, finalize_health
 from billing.models import BillingEntry
 from billing.results import Balance, EntryResult, PurchaseResult
 from billing.states import ReleaseReason
-from billing.tasks import finalize_bulk_replay_task
 from finn.auth import Principal
 from finn.errors import Forbidden, InvalidRequest
 from finn.fields import ErrorSerializer, StrictIntegerField, TokenField
@@ -356,7 +355,7 @@ class FinalizeReplayApi(APIView):
         concurrency = serializer.validated_data.get("concurrency", settings.FINALIZE_REPLAY_CONCURRENCY)
         limit = serializer.validated_data.get("limit", 100)
         queued = min(limit, selectors.poison_count())
-        finalize_bulk_replay_task.delay(concurrency, limit)
+        finalize_bulk_replay_enqueue(concurrency=concurrency, limit=limit)
         return Response({"queued": queued, "concurrency": concurrency}, status=status.HTTP_202_ACCEPTED)
 
 

@@ -31,11 +31,13 @@ from billing.models import BillingEntry
 from billing.states import EntryState
 from finn.breaker import CircuitBreaker
 from finn.locks import AdvisoryLock, advisory_lock, fence_raise, lock_acquire, lock_release
+from finn.queue import task_send
 
 logger = logging.getLogger(__name__)
 
 FENCE_KEY = "billing:lock:fence"
 DEFER_SECONDS = 5  # when Redis is unreachable
+FINALIZE_BULK_REPLAY_TASK = "billing.tasks.finalize_bulk_replay_task"
 
 
 def entry_lock_key(entry_id: str) -> str:
@@ -182,8 +184,6 @@ def finalize_sweep(*, now: datetime, grace_seconds: int = 10, batch_size: int = 
     Each picked entry is leased for 60 s (``next_attempt_at`` moved ahead) so
     the next sweep does not enqueue it again while its message waits.
     """
-    from billing.tasks import finalize_enqueue
-
     with advisory_lock(AdvisoryLock.FINALIZE_SWEEP) as acquired:
         if not acquired:
             return SweepResult(enqueued=0, pending=-1)
@@ -198,7 +198,7 @@ def finalize_sweep(*, now: datetime, grace_seconds: int = 10, batch_size: int = 
             cursor.execute("SELECT count(*) FROM billing_billingentry WHERE state = 'FINALIZE_PENDING'")
             pending = int(cursor.fetchone()[0])
     for entry_id in due:
-        finalize_enqueue(entry_id, countdown=0)
+        services.entry_finalize_enqueue(entry_id, on_commit=False)
     finalize_pending_entries.set(pending)
     return SweepResult(enqueued=len(due), pending=pending)
 
@@ -232,6 +232,11 @@ def finalize_escalate(*, now: datetime, batch_size: int = 500) -> int:
                     },
                 )
     return escalated
+
+
+def finalize_bulk_replay_enqueue(*, concurrency: int, limit: int) -> bool:
+    """Queue a bulk replay of poison entries (staff API and admin); the worker runs it."""
+    return task_send(FINALIZE_BULK_REPLAY_TASK, args=(concurrency, limit))
 
 
 def finalize_bulk_replay(*, concurrency: int | None = None, limit: int = 100) -> dict[str, int]:

@@ -10,8 +10,14 @@ from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
 
-from billing.metrics import ledger_check_failures_total
+from billing.finalize import entry_finalize_attempt, finalize_bulk_replay, finalize_escalate, finalize_sweep
+from billing.metrics import ledger_check_failures_total, ledger_check_last_run, ledger_check_ok, metrics_refresh
+from billing.reconciliation import reconciliation_run
 from billing.selectors import ledger_check
+from billing.services import holds_expire
+from billing.wal import audit_chain
+from finn.guard import guard_bypass_record, guard_state_set
+from finn.locks import AdvisoryLock, advisory_lock
 
 logger = logging.getLogger(__name__)
 LEDGER_CHECK_TIMEOUT_SECONDS = 300  # bounded: a runaway check must not hold a connection for long
@@ -24,9 +30,6 @@ def ledger_check_task() -> str:
     A failure logs at ERROR, counts, sets ``ledger_check_ok`` to 0 (an alert rule fires) and
     marks the conservation guard ``degraded``; a pass sets it back to ``ready``.
     """
-    from billing.metrics import ledger_check_last_run, ledger_check_ok
-    from finn.guard import guard_bypass_record, guard_state_set
-    from finn.locks import AdvisoryLock, advisory_lock
 
     with advisory_lock(AdvisoryLock.LEDGER_CHECK) as acquired:
         if not acquired:
@@ -50,54 +53,32 @@ def ledger_check_task() -> str:
 
 @shared_task(name="billing.tasks.entry_finalize_task", acks_late=True)
 def entry_finalize_task(entry_id: str) -> str:
-    from billing.finalize import entry_finalize_attempt
-
     return f"{entry_id}: {entry_finalize_attempt(entry_id=entry_id)}"
-
-
-def finalize_enqueue(entry_id: str, *, countdown: float) -> bool:
-    """Send a finalize wake-up; a broker failure is logged, the sweeper catches up."""
-    try:
-        entry_finalize_task.apply_async(args=(entry_id,), countdown=countdown, expires=3600, retry=False)
-    except Exception as exc:  # kombu/redis errors of any kind: the row is the queue
-        logger.warning("finalize enqueue failed", extra={"billing_entry_id": entry_id, "error": type(exc).__name__})
-        return False
-    return True
 
 
 @shared_task(name="billing.tasks.finalize_sweep_task")
 def finalize_sweep_task() -> str:
-    from billing.finalize import finalize_sweep
-
     result = finalize_sweep(now=timezone.now())
     return f"enqueued {result.enqueued}, pending {result.pending}"
 
 
 @shared_task(name="billing.tasks.finalize_escalation_task")
 def finalize_escalation_task() -> str:
-    from billing.finalize import finalize_escalate
-
     return f"escalated {finalize_escalate(now=timezone.now())}"
 
 
 @shared_task(name="billing.tasks.finalize_bulk_replay_task")
 def finalize_bulk_replay_task(concurrency: int, limit: int) -> str:
-    from billing.finalize import finalize_bulk_replay
-
     return f"replayed: {finalize_bulk_replay(concurrency=concurrency, limit=limit)}"
 
 
 @shared_task(name="billing.tasks.hold_expiry_sweep_task")
 def hold_expiry_sweep_task() -> str:
-    from billing.services import holds_expire
-
     return f"released {holds_expire(now=timezone.now())} expired holds"
 
 
 @shared_task(name="billing.tasks.reconciliation_task")
 def reconciliation_task() -> str:
-    from billing.reconciliation import reconciliation_run
-
     result = reconciliation_run(now=timezone.now())
     if result is None:
         return "another reconciliation run holds the lock"
@@ -106,14 +87,11 @@ def reconciliation_task() -> str:
 
 @shared_task(name="billing.tasks.audit_chain_task")
 def audit_chain_task() -> str:
-    from billing.wal import audit_chain
-
     return f"chained {audit_chain()} audit records"
 
 
 @shared_task(name="billing.tasks.metrics_refresh_task")
 def metrics_refresh_task() -> str:
     """Every 30 s: the ledger gauges (open holds, oldest hold, finalize pending/poison) from PostgreSQL."""
-    from billing.metrics import metrics_refresh
 
     return metrics_refresh(now=timezone.now())

@@ -13,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing.selectors import agent_budget
+from billing.units import Rounding, micro_usd_to_cu
 from credits.models import WalletIdentity
 from credits.pricing import estimate_reserve_cost, model_prices
 from credits.pricing_config import PER_MILLION
@@ -26,7 +27,6 @@ from credits.signin import (
     signin_verify,
 )
 from credits.siwe_message import MAX_MESSAGE_CHARS
-from credits.units import Rounding, micro_usd_to_cu
 from finn.auth import Principal
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
 from finn.ratelimit import ChallengeThrottle

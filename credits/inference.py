@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import httpx
 from django.conf import settings
 
+from billing.units import Rounding, divide
 from credits.pricing import ModelPrice, model_price
-from credits.units import Rounding, divide
 from finn.untrusted_json import json_loads_untrusted
 
 ECHO = "echo"

@@ -6,8 +6,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
+from billing.units import Rounding, divide
 from credits.pricing_config import PER_MILLION
-from credits.units import Rounding, divide
 from finn.errors import InvalidRequest
 
 

@@ -21,9 +21,9 @@ from django.db import IntegrityError, transaction
 from billing.results import Balance
 from billing.selectors import account_balance
 from billing.services import account_reserves_freeze, credit_mint_from_usdc
+from billing.units import Rounding, micro_usdc_to_micro_usd
 from credits.chain import RpcUnavailable, rpc_call
 from credits.models import CreditPurchase
-from credits.units import Rounding, micro_usdc_to_micro_usd
 from finn.audit import audit_append
 from finn.errors import Conflict, DomainError, Forbidden, InvalidRequest
 

@@ -16,9 +16,9 @@ from django.db import IntegrityError, connection, transaction
 
 from billing.models import Account, AccountKind
 from billing.services import account_create, account_credit_mint_in_transaction
+from billing.units import Rounding, cu_to_micro_usd
 from credits.metrics import nonce_cleanup_duration_seconds, nonce_replays_total, nonces_deleted_total
 from credits.models import AgentWallet, AgentWalletAnchor, ApiKey
-from credits.units import Rounding, cu_to_micro_usd
 from finn.audit import audit_append
 from finn.db import violates
 from finn.errors import Conflict, InvalidRequest

@@ -13,7 +13,7 @@ from django.test import Client, override_settings
 
 from credits.pricing import UnknownModel, compute_actual_cost, estimate_reserve_cost
 from credits.pricing_config import PricingConfigError, parse_model_pricing
-from credits.units import Rounding, cu_to_micro_usd, micro_usd_to_cu, micro_usdc_to_micro_usd
+from billing.units import Rounding, cu_to_micro_usd, micro_usd_to_cu, micro_usdc_to_micro_usd
 
 ROOT = Path(__file__).resolve().parents[2]
 
