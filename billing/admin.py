@@ -209,7 +209,7 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
     def replay_selected(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> None:
         ids = list(queryset.filter(state=EntryState.FINALIZE_FAILED).values_list("pk", flat=True))
         for entry_id in ids:
-            entry_finalize_enqueue(entry_id)
+            entry_finalize_enqueue(entry_id, replay=True)
         self.message_user(request, f"{len(ids)} poison entr{'y' if len(ids) == 1 else 'ies'} queued for replay.")
 
     @admin.action(description="Replay all poison entries upstream", permissions=["finalize"])

@@ -52,8 +52,8 @@ def ledger_check_task() -> str:
 
 
 @shared_task(name="billing.tasks.entry_finalize_task", acks_late=True)
-def entry_finalize_task(entry_id: str) -> str:
-    return f"{entry_id}: {entry_finalize_attempt(entry_id=entry_id)}"
+def entry_finalize_task(entry_id: str, replay: bool = False) -> str:
+    return f"{entry_id}: {entry_finalize_attempt(entry_id=entry_id, replay=replay)}"
 
 
 @shared_task(name="billing.tasks.finalize_sweep_task")

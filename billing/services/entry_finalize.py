@@ -49,13 +49,17 @@ def _entry_mark_finalize_pending(*, entry_id: str, now: datetime) -> BillingEntr
 FINALIZE_TASK = "billing.tasks.entry_finalize_task"
 
 
-def entry_finalize_enqueue(entry_id: str, *, countdown: float = 0, on_commit: bool = True) -> None:
+def entry_finalize_enqueue(
+    entry_id: str, *, countdown: float = 0, on_commit: bool = True, replay: bool = False
+) -> None:
     """Wake the finalize pipeline for one entry (by default once the caller's transaction commits).
 
     The one way finalize work is scheduled (commit, reschedule, the sweeper, the admin's
-    replay). The message expires after an hour: by then the sweeper has re-enqueued the row.
+    replay). ``replay`` retries a poison (FINALIZE_FAILED) entry. The message expires after
+    an hour: by then the sweeper has re-enqueued a pending row.
     """
-    task_enqueue(FINALIZE_TASK, args=(entry_id,), countdown=countdown, expires=3600, on_commit=on_commit)
+    args: tuple[str] | tuple[str, bool] = (entry_id, True) if replay else (entry_id,)
+    task_enqueue(FINALIZE_TASK, args=args, countdown=countdown, expires=3600, on_commit=on_commit)
 
 
 @counted("finalize_request")
