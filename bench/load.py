@@ -301,7 +301,7 @@ def main() -> None:
 
             from billing.finalize import finalize_sweep
             from billing.services import account_create, account_credit_mint
-            from credits.services import api_key_create
+            from credits.api_keys import api_key_create
 
             base = f"http://127.0.0.1:{port}"
             wait_http_ok(f"{base}/health")

@@ -51,7 +51,7 @@ def setup_accounts(count: int, credit: int) -> list[tuple[int, str]]:
 
     from billing.models import Account
     from billing.services import account_create, account_credit_mint
-    from credits.services import api_key_create
+    from credits.api_keys import api_key_create
 
     cache = ROOT / "var" / "bench.json"
     pairs: list[tuple[int, str]] = []

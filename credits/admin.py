@@ -12,8 +12,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 
 from billing.admin import ReadOnlyAdmin
+from credits.api_keys import api_key_create, api_key_revoke
 from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
-from credits.services import api_key_create, api_key_revoke
 
 
 class ApiKeyCreateForm(forms.ModelForm):

@@ -1,76 +1,18 @@
-"""``Authorization: Bearer <key>`` for the API, with a Redis cache of lookups.
+"""DRF authentication: ``Authorization: Bearer <API key>`` or ``Bearer <SIWE access token>``.
 
-A lookup is cached for API_KEY_CACHE_SECONDS (300 s) under the key's SHA-256;
-when Redis is unavailable the degradation table sends lookups to PostgreSQL.
-Revoking a key deletes its cache entry, so it stops working at once (or, if
-Redis was down at that moment, within one cache period at most).
+Key lookups (and their cache) are ``credits.api_keys``; tokens are ``credits.tokens``.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass
 from typing import Any
 
-from django.conf import settings
 from rest_framework import authentication, exceptions
 from rest_framework.request import Request
 
-from credits.models import ApiKey
-from credits.services import KEY_PREFIX, api_key_hash
+from credits.api_keys import KEY_PREFIX, CachedKey, api_key_hash, api_key_lookup
+from credits.tokens import jwt_decode
 from finn.auth import Principal
-from finn.degradation import redis_guard
-from finn.redis import get_redis
-
-
-@dataclass(frozen=True)
-class CachedKey:
-    api_key_id: int
-    account_id: int
-    is_staff: bool
-    actor: str
-
-
-def api_key_cache_key(key_hash: str) -> str:
-    return f"credits:apikey:{key_hash}"
-
-
-def _from_database(key_hash: str) -> CachedKey | None:
-    key = ApiKey.objects.select_related("account__owner").filter(key_hash=key_hash, revoked_at__isnull=True).first()
-    if key is None:
-        return None
-    owner = key.account.owner
-    return CachedKey(
-        api_key_id=key.pk,
-        account_id=key.account_id,
-        is_staff=bool(owner and owner.is_active and owner.is_staff),
-        actor=owner.get_username() if owner else f"account:{key.account_id}",
-    )
-
-
-def api_key_lookup(key_hash: str) -> CachedKey | None:
-    """Cache first, PostgreSQL on a miss or when Redis is down."""
-    cache_key = api_key_cache_key(key_hash)
-
-    def from_cache() -> CachedKey | None:
-        raw: str | None = get_redis().get(cache_key)  # type: ignore[assignment]
-        return CachedKey(**json.loads(raw)) if raw else None
-
-    cached = redis_guard("api_key_cache", from_cache, fallback=lambda: None)
-    if cached is not None:
-        return cached
-    found = _from_database(key_hash)
-    if found is not None:
-        redis_guard(
-            "api_key_cache",
-            lambda: get_redis().set(cache_key, json.dumps(asdict(found)), ex=settings.API_KEY_CACHE_SECONDS),
-            fallback=lambda: None,
-        )
-    return found
-
-
-def api_key_cache_forget(key_hash: str) -> None:
-    redis_guard("api_key_cache", lambda: get_redis().delete(api_key_cache_key(key_hash)), fallback=lambda: 0)
 
 
 class ApiKeyAuthentication(authentication.BaseAuthentication):
@@ -109,8 +51,6 @@ class JwtAuthentication(authentication.BaseAuthentication):
         parts = header.split()
         if len(parts) != 2 or parts[0].lower() != "bearer" or not _looks_like_jwt(parts[1]):
             return None
-        from credits.signin import jwt_decode
-
         try:
             claims = jwt_decode(parts[1])
         except Exception:

@@ -36,6 +36,7 @@ from billing import services as billing_services
 from billing.errors import InvalidTransition
 from billing.metrics import rejected
 from credits import facilitator
+from credits.errors import SettlementInProgress, SettlementUnavailable, refuse
 from credits.models import CreditNote, X402Payment, X402Quote
 from credits.selectors import wallet_credit_balance
 from credits.services import nonce_key
@@ -48,10 +49,8 @@ from credits.x402 import (
     X_PAYMENT_RESPONSE,
     DecodedPayment,
     Offer,
-    SettlementUnavailable,
     current_network,
     payment_required_v1,
-    refuse,
     requirement_v2,
     settle_response_header,
     signature_valid,
@@ -60,7 +59,6 @@ from credits.x402 import (
 from finn.audit import audit_append
 from finn.db import violates
 from finn.degradation import redis_guard
-from finn.errors import Conflict
 from finn.guard import guard
 from finn.locks import xact_lock
 from finn.redis import get_redis
@@ -70,14 +68,6 @@ logger = logging.getLogger(__name__)
 
 CREDIT_NOTE_TTL = timedelta(days=7)
 STALE_SETTLED_SECONDS = 120  # a settled payment without an answer this old: the worker died mid-call
-
-
-class SettlementInProgress(Conflict):
-    code = "settlement_in_progress"
-
-    def __init__(self) -> None:
-        super().__init__("this payment is being settled; retry shortly")
-        self.headers["Retry-After"] = "2"
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,8 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from billing.units import Rounding, divide
+from credits.errors import UnknownModel
 from credits.pricing_config import PER_MILLION
-from finn.errors import InvalidRequest
-
-
-class UnknownModel(InvalidRequest):
-    code = "unknown_model"
 
 
 @dataclass(frozen=True)

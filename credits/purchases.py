@@ -23,9 +23,18 @@ from billing.selectors import account_balance
 from billing.services import account_reserves_freeze, credit_mint_from_usdc
 from billing.units import Rounding, micro_usdc_to_micro_usd
 from credits.chain import RpcUnavailable, rpc_call
+from credits.errors import (
+    AlreadyMinted,
+    InvalidPackSize,
+    InvalidProof,
+    PaymentMismatch,
+    PaymentNotConfirmed,
+    PaymentsNotConfigured,
+    SenderMismatch,
+    VerificationUnavailable,
+)
 from credits.models import CreditPurchase
 from finn.audit import audit_append
-from finn.errors import Conflict, DomainError, Forbidden, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -33,41 +42,6 @@ PACKS = {500: 5_000_000, 1000: 10_000_000, 2500: 25_000_000}  # credit units -> 
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 _TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
 _ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
-
-
-class InvalidPackSize(InvalidRequest):
-    code = "invalid_pack_size"
-
-
-class InvalidProof(InvalidRequest):
-    code = "invalid_proof"
-
-
-class PaymentNotConfirmed(DomainError):
-    code = "payment_not_confirmed"
-    status = 402
-
-
-class PaymentMismatch(Conflict):
-    code = "payment_mismatch"
-
-
-class AlreadyMinted(Conflict):
-    code = "already_minted"
-
-
-class SenderMismatch(Forbidden):
-    code = "sender_mismatch"
-
-
-class VerificationUnavailable(DomainError):
-    code = "verification_unavailable"
-    status = 503
-
-
-class PaymentsNotConfigured(DomainError):
-    code = "configuration_error"
-    status = 503
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,12 @@
-"""Writes of the credits app: API keys (more arrives with issue 5)."""
+"""Writes of the credits app: used nonces, agent wallets, card credit packs.
+
+API keys live in ``credits.api_keys``; sign-in in ``credits.signin``; x402 in ``credits.x402``.
+"""
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import re
-import secrets
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -14,74 +15,15 @@ from typing import Any
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 
-from billing.models import Account, AccountKind
+from billing.models import AccountKind
 from billing.services import account_create, account_credit_mint_in_transaction
 from billing.units import Rounding, cu_to_micro_usd
+from credits.errors import IdentityAnchorTaken
 from credits.metrics import nonce_cleanup_duration_seconds, nonce_replays_total, nonces_deleted_total
-from credits.models import AgentWallet, AgentWalletAnchor, ApiKey
+from credits.models import AgentWallet, AgentWalletAnchor
 from finn.audit import audit_append
 from finn.db import violates
-from finn.errors import Conflict, InvalidRequest
-
-KEY_PREFIX = "finn_"
-
-
-@dataclass(frozen=True)
-class IssuedKey:
-    """A new key: ``secret`` is shown once and never stored."""
-
-    api_key: ApiKey
-    secret: str
-
-
-def api_key_hash(secret: str) -> str:
-    return hashlib.sha256(secret.encode("utf-8")).hexdigest()
-
-
-def _issue(*, account: Account, secret: str, name: str, now: datetime) -> IssuedKey:
-    if account.kind == AccountKind.SYSTEM:
-        raise InvalidRequest("system accounts cannot have API keys", reason="system_account")
-    api_key = ApiKey.objects.create(
-        account=account, name=name, prefix=secret[: len(KEY_PREFIX) + 8], key_hash=api_key_hash(secret), created_at=now
-    )
-    return IssuedKey(api_key=api_key, secret=secret)
-
-
-def api_key_create(*, account: Account, name: str = "", now: datetime) -> IssuedKey:
-    """Issue a random key (256 bits) for ``account``."""
-    return _issue(account=account, secret=KEY_PREFIX + secrets.token_urlsafe(32), name=name, now=now)
-
-
-def api_key_demo_secret(label: str) -> str:
-    """A reproducible key for the demo account, derived from SECRET_KEY.
-
-    ``seed_demo`` is idempotent and prints the same key on every run; anyone
-    holding SECRET_KEY could derive it, which is acceptable for a demo
-    account only.
-    """
-    digest = hmac.new(settings.SECRET_KEY.encode(), f"finn-demo-key:{label}".encode(), hashlib.sha256).hexdigest()
-    return f"{KEY_PREFIX}demo_{digest[:40]}"
-
-
-def api_key_ensure(*, account: Account, secret: str, name: str, now: datetime) -> IssuedKey:
-    """Make sure ``secret`` is a live key of ``account`` (idempotent)."""
-    existing = ApiKey.objects.filter(key_hash=api_key_hash(secret)).first()
-    if existing is not None:
-        if existing.account_id != account.pk:
-            raise InvalidRequest("key belongs to another account", reason="key_conflict")
-        return IssuedKey(api_key=existing, secret=secret)
-    return _issue(account=account, secret=secret, name=name, now=now)
-
-
-def api_key_revoke(*, api_key: ApiKey, now: datetime) -> None:
-    """Revoke a key and drop its cached lookup once the revocation is committed."""
-    from credits.authentication import api_key_cache_forget  # authentication imports services
-
-    with transaction.atomic():
-        ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
-        key_hash = api_key.key_hash
-        transaction.on_commit(lambda: api_key_cache_forget(key_hash))
-
+from finn.errors import InvalidRequest
 
 # --- nonces -------------------------------------------------------------------
 
@@ -140,12 +82,6 @@ def nonce_cleanup(
 
 _ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _ANCHOR = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
-
-
-class IdentityAnchorTaken(Conflict):
-    """The anchor already backs another wallet (a second binding would be an impersonation)."""
-
-    code = "identity_anchor_taken"
 
 
 def _check_anchor(identity_anchor: str | None) -> str | None:

@@ -15,39 +15,26 @@ import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-import jwt
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from eth_account import Account as EthAccount
 from eth_account.messages import encode_defunct
 
 from billing.services import account_create
+from credits.errors import SignInFailed
 from credits.models import RefreshToken, WalletIdentity
 from credits.services import nonce_consume
 from credits.siwe_message import SiweFields, SiweMessageError, siwe_parse, siwe_time
-from credits.tokens import token_sign, token_verify
+from credits.tokens import token_sign
 from finn.degradation import redis_guard
-from finn.errors import DomainError, InvalidRequest
+from finn.errors import InvalidRequest
 from finn.redis import get_redis
 
 logger = logging.getLogger(__name__)
 
 NONCE_TTL_SECONDS = 300
 SKEW = timedelta(seconds=30)
-
-
-class SignInFailed(DomainError):
-    """One answer for every failed sign-in, whatever the reason."""
-
-    code = "authentication_failed"
-    status = 401
-
-    def __init__(self, reason: str) -> None:
-        super().__init__("authentication failed")
-        self.reason = reason
-        logger.info("sign-in refused", extra={"reason": reason})
 
 
 def _nonce_key(nonce: str) -> str:
@@ -98,13 +85,6 @@ def _issue(wallet: WalletIdentity, now: datetime) -> Session:
         created_at=now,
     )
     return Session(access, refresh, settings.JWT_TTL_SECONDS, wallet.account_id, wallet.address)
-
-
-def jwt_decode(token: str) -> dict[str, Any]:
-    claims = token_verify(token, required=["exp", "sub", "iat"])
-    if claims.get("typ") != "access":
-        raise jwt.InvalidTokenError("not an access token")
-    return claims
 
 
 def _parse(message: str) -> SiweFields:

@@ -97,3 +97,11 @@ def token_verify(token: str, *, required: list[str]) -> dict[str, Any]:
         raise jwt.InvalidTokenError("unknown key id")
     claims: dict[str, Any] = jwt.decode(token, key, algorithms=[ALGORITHM], options={"require": required})
     return claims
+
+
+def jwt_decode(token: str) -> dict[str, Any]:
+    """Verify a SIWE access token (ES256, a known kid, not expired, ``typ`` access)."""
+    claims = token_verify(token, required=["exp", "sub", "iat"])
+    if claims.get("typ") != "access":
+        raise jwt.InvalidTokenError("not an access token")
+    return claims

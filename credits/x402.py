@@ -28,7 +28,7 @@ from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements, R
 from x402.schemas.v1 import PaymentPayloadV1, PaymentRequiredV1, PaymentRequirementsV1
 
 from credits.chain import RpcUnavailable, rpc_call
-from finn.errors import DomainError, InvalidRequest
+from credits.errors import InvalidPayment, VerificationQueueFull
 from finn.untrusted_json import UntrustedJsonError, json_loads_untrusted
 
 # Header names (matched case-insensitively by Django's request.headers).
@@ -78,65 +78,6 @@ V1_NAMES = {network.v1_name: caip2 for caip2, network in NETWORKS.items()}
 
 def current_network() -> X402Network:
     return NETWORKS[settings.X402_NETWORK]
-
-
-# --- refusals ----------------------------------------------------------------------
-
-
-class PaymentRefused(DomainError):
-    """A 402 with a specific code; nothing was written."""
-
-    status = 402
-
-
-def _refusal(code: str) -> type[PaymentRefused]:
-    return type(f"Refused_{code}", (PaymentRefused,), {"code": code})
-
-
-REFUSALS: dict[str, type[PaymentRefused]] = {
-    code: _refusal(code)
-    for code in (
-        "quote_not_found",
-        "invalid_chain",
-        "invalid_token",
-        "invalid_recipient",
-        "insufficient_payment",
-        "payment_exceeds_ceiling",
-        "payment_too_small",
-        "authorization_not_yet_valid",
-        "authorization_expired",
-        "invalid_signature",
-        "nonce_reused",
-        "settlement_failed",
-        "credit_note_cap_exceeded",
-    )
-}
-
-
-def refuse(code: str, message: str, **extra: Any) -> PaymentRefused:
-    return REFUSALS[code](message, **extra)
-
-
-class InvalidPayment(InvalidRequest):
-    code = "invalid_payment"
-
-
-class VerificationQueueFull(DomainError):
-    code = "verification_queue_full"
-    status = 503
-
-    def __init__(self) -> None:
-        super().__init__("too many payments are being verified; retry shortly")
-        self.headers["Retry-After"] = "1"
-
-
-class SettlementUnavailable(DomainError):
-    code = "settlement_unavailable"
-    status = 503
-
-    def __init__(self, message: str = "payment settlement is unavailable; retry later") -> None:
-        super().__init__(message)
-        self.headers["Retry-After"] = "30"
 
 
 # --- documents ----------------------------------------------------------------------

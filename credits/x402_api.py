@@ -18,10 +18,11 @@ from rest_framework.views import APIView
 from billing.selectors import account_balance
 from billing.units import Rounding, micro_usd_to_micro_usdc
 from credits import inference
+from credits.errors import InvalidPackSize
 from credits.models import X402Payment, X402Quote
 from credits.payments import PaidAnswer, offer_of, request_fingerprint, x402_pay, x402_quote_create
 from credits.pricing import actual_cost_at, estimate_cost_at
-from credits.purchases import PACKS, InvalidPackSize
+from credits.purchases import PACKS
 from credits.x402 import (
     PAYER_HEADER,
     PAYMENT_REQUIRED,

@@ -23,7 +23,7 @@ from django.utils import timezone
 from billing.models import Account
 from billing.selectors import ledger_check
 from billing.services import account_create, account_credit_mint, system_account_cache_clear
-from credits.services import api_key_create
+from credits.api_keys import api_key_create
 from finn.degradation import monitor
 from finn.ratelimit import local_buckets
 from finn.redis import get_redis

@@ -11,8 +11,8 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from billing.models import Account
+from credits.api_keys import api_key_hash
 from credits.models import ApiKey
-from credits.services import api_key_hash
 
 
 def _run(*args: str) -> str:

@@ -34,6 +34,7 @@ from billing.metrics import rejected
 from credits.services import card_credit_pack_mint
 from finn.degradation import lock_fallbacks_total, monitor
 from finn.locks import lock_acquire, lock_release, xact_lock
+from finn.queue import task_send
 from finn.ratelimit import local_buckets
 from finn.redis import get_redis
 from webhooks.adapters import NormalizedEvent
@@ -99,15 +100,12 @@ def _json(data: dict[str, Any]) -> str:
     return json.dumps(data, sort_keys=True, default=str)
 
 
-def webhook_enqueue(event_pk: int, *, countdown: float) -> bool:
-    from webhooks.tasks import webhook_process_task
+PROCESS_TASK = "webhooks.tasks.webhook_process_task"
 
-    try:
-        webhook_process_task.apply_async(args=(event_pk,), countdown=countdown, retry=False)
-    except Exception as exc:  # broker down: the sweeper finds the row later
-        logger.warning("webhook enqueue failed", extra={"event_pk": event_pk, "error": type(exc).__name__})
-        return False
-    return True
+
+def webhook_enqueue(event_pk: int, *, countdown: float) -> bool:
+    """Wake the processing of one stored event; broker down → False, the sweeper finds the row later."""
+    return task_send(PROCESS_TASK, args=(event_pk,), countdown=countdown)
 
 
 def _lock_ttl(event: WebhookEvent) -> int:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from celery import shared_task
 from django.utils import timezone
 
+from webhooks.services import webhook_enqueue, webhook_process, webhook_sweep
+
 RETRY_LATER = {"lock_contention": 5, "deferred": 2}
 
 
 @shared_task(name="webhooks.tasks.webhook_process_task", acks_late=True)
 def webhook_process_task(event_pk: int) -> str:
-    from webhooks.services import webhook_enqueue, webhook_process
-
     outcome = webhook_process(event_pk=event_pk)
     if outcome in RETRY_LATER:
         webhook_enqueue(event_pk, countdown=RETRY_LATER[outcome])
@@ -20,6 +20,4 @@ def webhook_process_task(event_pk: int) -> str:
 
 @shared_task(name="webhooks.tasks.webhook_sweep_task")
 def webhook_sweep_task() -> str:
-    from webhooks.services import webhook_sweep
-
     return f"re-enqueued {webhook_sweep(now=timezone.now())} webhook events"

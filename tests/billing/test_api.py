@@ -164,8 +164,8 @@ def test_missing_or_bad_keys_are_401(make_account, header: str | None) -> None:
 @pytest.mark.django_db
 def test_revoked_key_is_401(make_account, now) -> None:
     # given
+    from credits.api_keys import api_key_revoke
     from credits.models import ApiKey
-    from credits.services import api_key_revoke
 
     funded = make_account(10_000)
     api_key_revoke(api_key=ApiKey.objects.get(account=funded.account), now=now)

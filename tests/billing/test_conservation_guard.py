@@ -59,7 +59,7 @@ def test_a_commit_that_would_spend_past_the_cap_is_refused_and_writes_nothing(no
 
 @pytest.mark.django_db
 def test_the_refusal_is_a_409_over_http(make_account, now) -> None:
-    from credits.services import api_key_create
+    from credits.api_keys import api_key_create
     from tests.conftest import post_json
 
     account_id, entry = _agent_with_two_holds(now)

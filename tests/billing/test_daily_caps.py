@@ -11,7 +11,8 @@ from prometheus_client import REGISTRY
 from billing import services
 from billing.errors import DailyCapExceeded
 from billing.models import Account, DailySpend
-from credits.services import agent_wallet_create, api_key_create
+from credits.api_keys import api_key_create
+from credits.services import agent_wallet_create
 from finn.models import AuditEvent
 from tests.conftest import run_threads
 
@@ -213,7 +214,7 @@ def test_budget_endpoint(make_account) -> None:
 @pytest.mark.django_db
 def test_identity_anchor_is_unique_and_inputs_are_checked() -> None:
     # given
-    from credits.services import IdentityAnchorTaken
+    from credits.errors import IdentityAnchorTaken
     from finn.errors import InvalidRequest
 
     agent_wallet_create(

@@ -8,8 +8,8 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
+from credits.api_keys import api_key_hash
 from credits.models import ApiKey
-from credits.services import api_key_hash
 
 
 @pytest.mark.django_db

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.utils import timezone
 
+from credits.errors import IdentityAnchorTaken
 from credits.models import AgentWalletAnchor
-from credits.services import IdentityAnchorTaken, agent_wallet_anchor_rotate, agent_wallet_create
+from credits.services import agent_wallet_anchor_rotate, agent_wallet_create
 from finn.models import AuditEvent
 
 

@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from django.test import override_settings
 
-from credits.authentication import api_key_cache_key
+from credits.api_keys import api_key_cache_key, api_key_hash, api_key_revoke
 from credits.models import ApiKey
-from credits.services import api_key_hash, api_key_revoke
 from finn.redis import get_redis
 
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from django.test import Client, override_settings
 
-from credits.pricing import UnknownModel, compute_actual_cost, estimate_reserve_cost
-from credits.pricing_config import PricingConfigError, parse_model_pricing
 from billing.units import Rounding, cu_to_micro_usd, micro_usd_to_cu, micro_usdc_to_micro_usd
+from credits.errors import UnknownModel
+from credits.pricing import compute_actual_cost, estimate_reserve_cost
+from credits.pricing_config import PricingConfigError, parse_model_pricing
 
 ROOT = Path(__file__).resolve().parents[2]
 

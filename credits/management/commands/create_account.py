@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import AccountKind
 from billing.services import account_create, account_credit_mint
-from credits.services import api_key_create
+from credits.api_keys import api_key_create
 from finn.errors import DomainError
 
 

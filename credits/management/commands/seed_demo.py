@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing.models import Account, AccountKind
 from billing.services import account_create, account_credit_mint
-from credits.services import api_key_demo_secret, api_key_ensure
+from credits.api_keys import api_key_demo_secret, api_key_ensure
 
 DEMO_USERNAME = "demo"
 DEMO_CREDIT = 100_000_000  # 100 USD in µUSD
