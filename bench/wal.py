@@ -48,7 +48,8 @@ def main() -> None:
     import django
 
     django.setup()
-    from billing.wal import audit_chain, audit_verify, rebuild_balances
+    from billing.wal import rebuild_balances
+    from finn.audit_chain import audit_chain, audit_verify
 
     dsn = f"{base}/{DB}"
     now = datetime.now(UTC)

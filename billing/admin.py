@@ -9,16 +9,14 @@ selected relations, no full result count, a capped paginator.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.core.paginator import Paginator
-from django.db.models import Model, QuerySet
+from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 from django.utils import timezone
-from django.utils.functional import cached_property
 
 from billing import selectors, services
 from billing.finalize import finalize_bulk_replay_enqueue
@@ -35,39 +33,8 @@ from billing.models import (
 )
 from billing.services import entry_finalize_enqueue
 from billing.states import EntryState
+from finn.admin_base import ReadOnlyAdmin
 from finn.errors import DomainError
-from finn.models import AuditEvent
-
-LIST_COUNT_CAP = 10_000
-
-
-class CappedPaginator(Paginator):
-    """Counts at most LIST_COUNT_CAP + 1 rows: a COUNT(*) over millions of rows is not a page view."""
-
-    @cached_property
-    def count(self) -> int:
-        object_list: Any = self.object_list
-        return int(object_list[: LIST_COUNT_CAP + 1].count())
-
-
-M = TypeVar("M", bound=Model)
-
-
-class ReadOnlyAdmin(admin.ModelAdmin[M]):
-    """No add, change or delete: finance staff look; services write."""
-
-    show_full_result_count = False
-    paginator = CappedPaginator
-    list_per_page = 50
-
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: M | None = None) -> bool:
-        return False
 
 
 @admin.register(Account)
@@ -277,13 +244,6 @@ class PostingAdmin(ReadOnlyAdmin[Posting]):
     list_filter = ["denomination", "bucket"]
     list_select_related = ["journal_entry", "account"]
     raw_id_fields = ["journal_entry", "account"]
-
-
-@admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdmin[AuditEvent]):
-    list_display = ["sequence", "event_type", "billing_entry_id", "account_id", "actor", "reason", "created_at"]
-    list_filter = ["event_type"]
-    search_fields = ["=billing_entry_id", "=correlation_id"]
 
 
 @admin.register(DailySpend)

@@ -5,7 +5,7 @@ Key ``billing:balance:{account_id}`` is a hash with ``available``, ``held``
 only lands if its version is newer than the cached one, so on_commit
 callbacks that run out of order cannot leave an old balance behind. Decisions
 about money always read PostgreSQL; this cache serves dashboards and quick
-reads, and the reconciliation job (issue 4) compares it with the ledger.
+reads, and the reconciliation job (billing/reconciliation.py) compares it with the ledger.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from billing.states import EntryState
 from finn.breaker import CircuitBreaker
 from finn.locks import AdvisoryLock, advisory_lock, fence_raise, lock_acquire, lock_release
 from finn.queue import task_send
+from finn.registry import breaker_register
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def entry_lock_key(entry_id: str) -> str:
     return f"billing:lock:{entry_id}"
 
 
+@breaker_register("finalize")
 def finalize_breaker() -> CircuitBreaker:
     return CircuitBreaker(
         name="finalize",

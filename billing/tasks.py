@@ -15,7 +15,6 @@ from billing.metrics import ledger_check_failures_total, ledger_check_last_run, 
 from billing.reconciliation import reconciliation_run
 from billing.selectors import ledger_check
 from billing.services import holds_expire
-from billing.wal import audit_chain
 from finn.guard import guard_bypass_record, guard_state_set
 from finn.locks import AdvisoryLock, advisory_lock
 
@@ -83,11 +82,6 @@ def reconciliation_task() -> str:
     if result is None:
         return "another reconciliation run holds the lock"
     return f"{result.run_id}: checked {result.accounts_checked}, divergences {result.divergences_found}"
-
-
-@shared_task(name="billing.tasks.audit_chain_task")
-def audit_chain_task() -> str:
-    return f"chained {audit_chain()} audit records"
 
 
 @shared_task(name="billing.tasks.metrics_refresh_task")

@@ -11,9 +11,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.admin import ReadOnlyAdmin
 from credits.api_keys import api_key_create, api_key_revoke
 from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
+from finn.admin_base import ReadOnlyAdmin
 
 
 class ApiKeyCreateForm(forms.ModelForm):

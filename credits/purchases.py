@@ -35,13 +35,13 @@ from credits.errors import (
 )
 from credits.models import CreditPurchase
 from finn.audit import audit_append
+from finn.validators import is_eth_address
 
 logger = logging.getLogger(__name__)
 
 PACKS = {500: 5_000_000, 1000: 10_000_000, 2500: 25_000_000}  # credit units -> µUSDC
 TRANSFER_TOPIC = "0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef"
 _TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
-_ADDRESS = re.compile(r"^0x[0-9a-f]{40}$")
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def _find_transfer(receipt: dict[str, Any], *, sender: str, amount: int) -> tupl
 def _validate_proof(proof: dict[str, Any], *, wallets: set[str], amount: int) -> tuple[str, str]:
     tx_hash = str(proof.get("tx_hash", "")).lower()
     sender = str(proof.get("sender", "")).lower()
-    if not _TX_HASH.match(tx_hash) or not _ADDRESS.match(sender):
+    if not _TX_HASH.match(tx_hash) or not is_eth_address(sender):
         raise InvalidProof("tx_hash and sender must be 0x-prefixed hex")
     if proof.get("chain_id") != settings.PAYMENT_CHAIN_ID:
         raise InvalidProof(f"payments are accepted on chain {settings.PAYMENT_CHAIN_ID} only")

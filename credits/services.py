@@ -24,6 +24,7 @@ from credits.models import AgentWallet, AgentWalletAnchor
 from finn.audit import audit_append
 from finn.db import violates
 from finn.errors import InvalidRequest
+from finn.validators import is_eth_address
 
 # --- nonces -------------------------------------------------------------------
 
@@ -80,7 +81,6 @@ def nonce_cleanup(
 
 # --- agent wallets --------------------------------------------------------------
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _ANCHOR = re.compile(r"^0x[0-9a-fA-F]{1,64}$")
 
 
@@ -104,12 +104,12 @@ def agent_wallet_create(
     now: datetime,
 ) -> AgentWallet:
     """An agent account bound to an NFT and its owner, with its daily cap (and its ERC-6551 address)."""
-    if not isinstance(owner_address, str) or not _ADDRESS.match(owner_address):
+    if not isinstance(owner_address, str) or not is_eth_address(owner_address):
         raise InvalidRequest("owner_address must be a 0x-prefixed 20-byte hex address", reason="invalid_address")
     if not isinstance(token_id, str) or not token_id.isdigit() or len(token_id) > 78:
         raise InvalidRequest("token_id must be a decimal uint256", reason="invalid_token_id")
     for name, value in (("token_contract", token_contract), ("account_address", account_address)):
-        if value and not _ADDRESS.match(value):
+        if value and not is_eth_address(value):
             raise InvalidRequest(f"{name} must be a 0x-prefixed 20-byte hex address", reason="invalid_address")
     anchor = _check_anchor(identity_anchor)
     try:

@@ -23,6 +23,8 @@ from datetime import datetime
 
 from eth_utils import is_checksum_address
 
+from finn.validators import is_eth_address
+
 MAX_MESSAGE_CHARS = 4096
 MAX_RESOURCES = 100
 HEADER_SUFFIX = " wants you to sign in with your Ethereum account:"
@@ -90,7 +92,6 @@ _URI = re.compile(
 # Web schemes need an authority: the WHATWG URL parser behind pydantic reads "http:x" otherwise.
 _AUTHORITY_SCHEMES = {"http", "https", "ws", "wss", "ftp", "file"}
 _HEADER = re.compile(rf"(?:(?P<scheme>{_SCHEME})://)?(?P<domain>{_HOST}{_PORT}){re.escape(HEADER_SUFFIX)}")
-_ADDRESS = re.compile(r"0x[0-9a-fA-F]{40}")
 _STATEMENT = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;= ]{1,1024}")
 _CHAIN_ID = re.compile(r"[1-9][0-9]{0,15}")
 _NONCE = re.compile(r"[A-Za-z0-9]{8,128}")
@@ -145,7 +146,7 @@ def siwe_parse(message: object) -> SiweFields:
     if header is None:
         raise SiweMessageError("header")
     address = lines[1]
-    if _ADDRESS.fullmatch(address) is None or not is_checksum_address(address):
+    if not is_eth_address(address) or not is_checksum_address(address):
         raise SiweMessageError("address is not an EIP-55 address")
     if lines[2] != "":
         raise SiweMessageError("a blank line must follow the address")

@@ -38,6 +38,6 @@ def purchase_reorg_check_task() -> str:
 @shared_task(name="credits.tasks.credit_notes_expire_task")
 def credit_notes_expire_task() -> str:
     """Hourly: what is left of credit notes older than 7 days returns to revenue."""
-    from credits.payments import credit_notes_expire
+    from credits.x402.credit_notes import credit_notes_expire
 
     return f"expired {credit_notes_expire(now=timezone.now())} credit notes"

@@ -8,8 +8,9 @@ from django.contrib import admin
 from django.http import HttpRequest
 from django.utils import timezone
 
+from finn.admin_base import ReadOnlyAdmin
 from finn.flags import allowlist_add, allowlist_remove, feature_flag_set
-from finn.models import BetaAllowlistEntry, CspReport, FeatureFlag, WaitlistSignup
+from finn.models import AuditEvent, BetaAllowlistEntry, CspReport, FeatureFlag, WaitlistSignup
 
 
 @admin.register(FeatureFlag)
@@ -65,3 +66,10 @@ class CspReportAdmin(admin.ModelAdmin[CspReport]):
 
     def has_change_permission(self, request: HttpRequest, obj: CspReport | None = None) -> bool:
         return False
+
+
+@admin.register(AuditEvent)
+class AuditEventAdmin(ReadOnlyAdmin[AuditEvent]):
+    list_display = ["sequence", "event_type", "billing_entry_id", "account_id", "actor", "reason", "created_at"]
+    list_filter = ["event_type"]
+    search_fields = ["=billing_entry_id", "=correlation_id"]

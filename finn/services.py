@@ -13,11 +13,11 @@ from prometheus_client import Counter
 from finn.db import violates
 from finn.errors import InvalidRequest
 from finn.models import CspReport, WaitlistSignup
+from finn.validators import is_eth_address
 
 csp_violations_total = Counter("finn_csp_violations_total", "CSP violation reports received.", ["directive"])
 
 _EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{2,63}$")
-_WALLET = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
 
 def waitlist_signup(*, email: str, wallet: str, now: datetime) -> bool:
@@ -26,7 +26,7 @@ def waitlist_signup(*, email: str, wallet: str, now: datetime) -> bool:
     wallet = wallet.strip()
     if not _EMAIL.match(email):
         raise InvalidRequest("enter a valid email address", reason="invalid_email")
-    if wallet and not _WALLET.match(wallet):
+    if wallet and not is_eth_address(wallet):
         raise InvalidRequest("a wallet address is 0x followed by 40 hex digits", reason="invalid_wallet")
     try:
         with transaction.atomic(durable=True):

@@ -6,7 +6,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from billing import api as billing_api
 from credits import api as credits_api
-from credits import x402_api
+from credits.x402 import api as x402_api
 from finn import views, web
 from nft import api as nft_api
 from webhooks import views as webhook_views

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from billing.admin import ReadOnlyAdmin
+from finn.admin_base import ReadOnlyAdmin
 from nft.models import OnboardingSession, Personality, PersonalityVersion
 
 

@@ -22,6 +22,7 @@ from credits.chain import RpcUnavailable, rpc_call
 from finn.breaker import CircuitBreaker
 from finn.degradation import redis_guard
 from finn.redis import get_redis
+from finn.registry import breaker_register
 from finn.untrusted_json import json_loads_untrusted
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ class Detection:
         return {**asdict(self), "nfts": [asdict(n) for n in self.nfts]}
 
 
+@breaker_register("nft_detection")
 def detection_breaker() -> CircuitBreaker:
     return CircuitBreaker(name="nft_detection", failure_threshold=3, window_seconds=60, cooldown_seconds=60)
 

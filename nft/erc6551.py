@@ -8,20 +8,19 @@ The registry deploys each account as an ERC-1167 minimal proxy with the
 
 from __future__ import annotations
 
-import re
-
 from eth_utils import keccak, to_checksum_address
+
+from finn.validators import is_eth_address
 
 CANONICAL_REGISTRY = "0x000000006551c19487814612e58FE06813775758"
 # Creation prefix (PUSH1 0xad ... RETURN) + ERC-1167 header; then the implementation; then the footer.
 _CREATION_PREFIX = bytes.fromhex("3d60ad80600a3d3981f3" + "363d3d373d3d3d363d73")
 _ERC1167_FOOTER = bytes.fromhex("5af43d82803e903d91602b57fd5bf3")
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 UINT256_MAX = 2**256 - 1
 
 
 def _address_bytes(name: str, value: str) -> bytes:
-    if not isinstance(value, str) or not _ADDRESS.match(value):
+    if not isinstance(value, str) or not is_eth_address(value):
         raise ValueError(f"{name} must be a 0x-prefixed 20-byte hex address")
     return bytes.fromhex(value[2:])
 

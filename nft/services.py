@@ -18,6 +18,7 @@ from finn.audit import audit_append
 from finn.db import violates
 from finn.errors import Conflict, Forbidden, InvalidRequest, NotFound
 from finn.flags import allowlisted, require_feature
+from finn.validators import is_eth_address
 from nft import detection
 from nft.erc6551 import token_bound_account
 from nft.models import STEPS, VOICES, OnboardingSession, Personality, PersonalityVersion
@@ -26,7 +27,6 @@ MAX_NAME = 100
 MAX_DOMAINS = 5
 MAX_DOMAIN_CHARS = 100
 MAX_INSTRUCTIONS = 2000
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _TOKEN_ID = re.compile(r"^[0-9]{1,78}$")
 
 
@@ -59,7 +59,7 @@ class InvalidStep(InvalidRequest):
 
 def nft_ref(collection: str, token_id: str) -> tuple[str, str]:
     """A normalized (collection, token id), or 400."""
-    if not isinstance(collection, str) or not _ADDRESS.match(collection):
+    if not isinstance(collection, str) or not is_eth_address(collection):
         raise InvalidRequest("collection must be a 0x-prefixed 20-byte hex address", reason="invalid_collection")
     if not isinstance(token_id, str) or not _TOKEN_ID.match(token_id) or int(token_id) >= 2**256:
         raise InvalidRequest("token_id must be a non-negative integer (uint256)", reason="invalid_token_id")

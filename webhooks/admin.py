@@ -7,7 +7,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from billing.admin import CappedPaginator
+from finn.admin_base import CappedPaginator
 from webhooks.models import WebhookDeadLetter, WebhookEvent
 from webhooks.services import webhook_replay
 

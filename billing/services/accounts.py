@@ -1,6 +1,5 @@
 """Accounts: creation, credit minted from the treasury, reserves frozen."""
 
-import logging
 from datetime import datetime
 
 from django.contrib.auth.models import User
@@ -32,8 +31,6 @@ from billing.services.ledger import (
 from finn.audit import audit_append
 from finn.db import violates
 from finn.errors import InvalidRequest
-
-logger = logging.getLogger(__name__)
 
 
 def account_create(

@@ -7,7 +7,6 @@ the caller's account row and entry row: no shared row is updated per request (sy
 accounts get append-only postings, never a balance UPDATE).
 """
 
-import logging
 from datetime import datetime, timedelta
 
 from django.conf import settings
@@ -54,8 +53,6 @@ from billing.states import EntryState, ReleaseReason
 from finn.db import violates
 from finn.errors import InvalidRequest
 from finn.guard import guard
-
-logger = logging.getLogger(__name__)
 
 
 @transaction.atomic(durable=True)

@@ -5,7 +5,6 @@ The entries table is the queue: a wake-up message is sent on commit by task name
 ``next_attempt_at``.
 """
 
-import logging
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +22,6 @@ from billing.services.entry_state import _audit_transition, _entry_cas, _entry_l
 from billing.states import EntryState
 from finn.errors import InvalidRequest
 from finn.queue import task_enqueue
-
-logger = logging.getLogger(__name__)
 
 
 def _entry_mark_finalize_pending(*, entry_id: str, now: datetime) -> BillingEntry:

@@ -1,6 +1,5 @@
 """Hold expiry: every expired RESERVE_HELD entry released, set-based, one sweeper at a time."""
 
-import logging
 from datetime import date, datetime
 
 from django.conf import settings
@@ -13,8 +12,6 @@ from billing.metrics import (
 from billing.states import EntryState, ReleaseReason
 from finn.audit import AuditRecord, audit_append_many
 from finn.locks import AdvisoryLock, drain_batches
-
-logger = logging.getLogger(__name__)
 
 
 @transaction.atomic(durable=True)

@@ -5,7 +5,6 @@ where a caller could forget); none opens one of its own. ``_post`` writes a jour
 postings in one statement; the database checks the zero sum per denomination at commit.
 """
 
-import logging
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
@@ -25,9 +24,6 @@ from billing.models import (
 from billing.results import Balance
 from finn.errors import InvalidRequest
 from finn.guard import guard
-
-logger = logging.getLogger(__name__)
-
 
 MAX_AMOUNT = 2**63 - 1
 

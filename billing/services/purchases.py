@@ -5,7 +5,6 @@ PostgreSQL advisory lock, in one durable transaction, once per idempotency key.
 """
 
 import contextlib
-import logging
 from datetime import datetime
 from typing import Any
 
@@ -49,8 +48,6 @@ from finn.db import violates
 from finn.degradation import redis_guard
 from finn.errors import InvalidRequest
 from finn.locks import lock_acquire, lock_release, xact_lock
-
-logger = logging.getLogger(__name__)
 
 
 def _add_months(moment: datetime, months: int) -> datetime:

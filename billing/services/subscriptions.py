@@ -5,7 +5,6 @@ processed in the same transaction), so they open none of their own.
 """
 
 import contextlib
-import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,9 +15,6 @@ from billing.models import Subscription
 from billing.services.ledger import _require_transaction
 from finn.audit import audit_append
 from finn.redis import get_redis
-
-logger = logging.getLogger(__name__)
-
 
 GRACE_PERIOD = timedelta(hours=24)
 

@@ -5,7 +5,6 @@ Journals never mix denominations: µUSDC legs balance through ``system:fx_cleari
 are never recognized above what was paid). These run inside the caller's transaction.
 """
 
-import logging
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -29,8 +28,6 @@ from billing.services.ledger import (
 )
 from billing.units import Rounding, micro_usdc_to_micro_usd
 from finn.audit import audit_append
-
-logger = logging.getLogger(__name__)
 
 
 def credit_mint_from_usdc(

@@ -17,7 +17,7 @@ from django.utils import timezone
 from billing import services
 from billing.models import BillingEntry
 from billing.states import EntryState
-from billing.wal import audit_chain
+from finn.audit_chain import audit_chain
 from finn.idempotency import idempotency_key_cleanup
 from tests.conftest import post_json
 

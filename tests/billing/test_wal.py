@@ -14,15 +14,8 @@ from django.db import connection
 from billing import services
 from billing.models import Account, BillingEntry
 from billing.states import EntryState
-from billing.wal import (
-    CURSOR_KEY,
-    PENDING_COUNT_KEY,
-    audit_chain,
-    audit_export,
-    audit_replay,
-    audit_verify,
-    rebuild_balances,
-)
+from billing.wal import CURSOR_KEY, PENDING_COUNT_KEY, audit_replay, rebuild_balances
+from finn.audit_chain import audit_chain, audit_export, audit_verify
 from finn.models import AuditEvent
 from finn.redis import get_redis
 

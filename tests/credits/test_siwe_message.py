@@ -14,6 +14,7 @@ from eth_account.messages import encode_defunct
 from siwe import SiweMessage
 
 from credits.siwe_message import MAX_MESSAGE_CHARS, SiweFields, SiweMessageError, siwe_parse
+from tests.credits.test_signin import _iso
 
 WALLET = EthAccount.create("finn-siwe-parser-wallet")
 FIELDS = (
@@ -153,10 +154,6 @@ def test_known_bad_messages_are_refused() -> None:
     ]:
         with pytest.raises(SiweMessageError):
             siwe_parse(message)
-
-
-def _iso(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.000Z")
 
 
 def _largest_message(nonce: str) -> str:

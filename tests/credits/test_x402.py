@@ -14,11 +14,11 @@ from django.utils import timezone
 
 from billing.models import JournalEntry, Posting
 from billing.services import SYSTEM_CREDIT_NOTES, SYSTEM_REVENUE, TREASURY_USDC_RECEIVED, system_account_id
-from credits.facilitator import settlement_breaker
 from credits.models import CreditNote, X402Payment, X402Quote
-from credits.payments import apply_credit_notes, credit_notes_expire
 from credits.selectors import wallet_credit_balance
-from credits.x402 import CREDIT_CAP_MICRO_USDC
+from credits.x402.credit_notes import apply_credit_notes, credit_notes_expire
+from credits.x402.protocol import CREDIT_CAP_MICRO_USDC
+from credits.x402.settle import settlement_breaker
 from tests.conftest import run_threads
 from tests.fakes import Facilitator, fake_facilitator
 
@@ -221,7 +221,7 @@ def test_dust_and_token_refusals_on_crafted_quotes(facilitator) -> None:
     other = _quote()
     X402Quote.objects.filter(pk=other["accepts"][0]["extra"]["quoteId"]).update(asset="0x" + "cd" * 20)
     # the client echoes the offer it was given, which still names USDC; match the crafted row
-    from credits.payments import _requirement_dict
+    from credits.x402.quotes import _requirement_dict
 
     quote = X402Quote.objects.get(pk=other["accepts"][0]["extra"]["quoteId"])
     other["accepts"][0] = _requirement_dict(quote, 2)
@@ -433,14 +433,14 @@ def test_quotes_and_payments_are_rate_limited(facilitator) -> None:
 
 
 def _requirement_of(quote: X402Quote) -> dict[str, Any]:
-    from credits.payments import _requirement_dict
+    from credits.x402.quotes import _requirement_dict
 
     return _requirement_dict(quote, 2)
 
 
 @pytest.mark.django_db
 def test_signature_verification_is_bounded_503_when_full(facilitator) -> None:
-    from credits.x402 import verification_slot
+    from credits.x402.protocol import verification_slot
 
     header = pay_v2(_quote())
     with override_settings(X402_VERIFY_CONCURRENCY=1), verification_slot():
@@ -468,7 +468,7 @@ def test_a_contract_wallet_pays_through_eip1271(facilitator) -> None:
 def test_credit_is_used_oldest_expiring_note_first_in_one_statement(facilitator, django_assert_max_num_queries) -> None:
     from django.db import transaction
 
-    from credits.payments import _credit_consume
+    from credits.x402.credit_notes import _credit_consume
 
     quote = X402Quote.objects.get(pk=_quote()["accepts"][0]["extra"]["quoteId"])
     now = timezone.now()

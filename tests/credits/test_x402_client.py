@@ -18,8 +18,8 @@ from x402.http.utils import decode_payment_response_header
 from x402.mechanisms.evm.exact.register import register_exact_evm_client
 
 from billing.models import JournalEntry
-from credits.facilitator import settlement_breaker
 from credits.models import X402Payment
+from credits.x402.settle import settlement_breaker
 from tests.fakes import Facilitator, fake_facilitator
 
 from .x402_helpers import PAYER, PAYER_KEY, X402_SETTINGS

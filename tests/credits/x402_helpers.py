@@ -11,7 +11,7 @@ from typing import Any
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from credits.x402 import NETWORKS
+from credits.x402.protocol import NETWORKS
 
 PAY_TO = "0x7e2ed42400000000000000000000000000b5b1eb"
 PAYER_KEY = "0x" + "11" * 32

@@ -10,7 +10,7 @@ import pytest
 from django.test import Client, override_settings
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from credits.facilitator import settlement_breaker
+from credits.x402.settle import settlement_breaker
 from finn.tracing import celery_inject, celery_task_end, celery_task_start, span, tracing_init, tracing_shutdown
 from tests.credits.x402_helpers import X402_SETTINGS, pay_v2, unb64
 from tests.fakes import fake_facilitator

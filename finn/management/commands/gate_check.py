@@ -27,6 +27,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
+from finn.flags import FLAGS, feature_enabled, feature_flag_set
+from finn.registry import breakers, check_run
+
 GATE_NAMES = {0: "Smoke", 1: "Ignition", 2: "Warmup", 3: "Idle", 4: "Launch"}
 ALERT_RULES = Path(settings.BASE_DIR) / "deploy" / "prometheus" / "alerts.yml"
 PROBE_COLLECTION = "0x" + "00" * 19 + "01"
@@ -105,10 +108,8 @@ class Gate:
         return f"entry {entry} {committed.json()['entry']['state']}"
 
     def conservation(self) -> str:
-        from billing.selectors import ledger_check
-
-        report = ledger_check()
-        _require(report.ok, "; ".join(report.lines())[:300])
+        result = check_run("ledger")
+        _require(result.ok, result.summary[:300])
         return "journals sum to zero per denomination; balances equal their postings"
 
     # gate 2
@@ -130,8 +131,6 @@ class Gate:
 
     # gate 3
     def flags(self) -> str:
-        from finn.flags import FLAGS, feature_enabled, feature_flag_set
-
         states = {name: feature_enabled(name) for name in FLAGS}
         probe = "x402_public"
         feature_flag_set(name=probe, enabled=not states[probe], actor="gate_check", now=timezone.now())
@@ -156,11 +155,8 @@ class Gate:
         return ", ".join(listed)
 
     def breakers(self) -> str:
-        from billing.finalize import finalize_breaker
-        from credits.facilitator import settlement_breaker
-        from nft.detection import detection_breaker
-
-        states = {b.name: b.state() for b in (finalize_breaker(), settlement_breaker(), detection_breaker())}
+        states = {name: breaker.state() for name, breaker in breakers().items()}
+        _require({"finalize", "settlement", "nft_detection"} <= set(states), f"registered: {', '.join(states)}")
         open_ = [name for name, state in states.items() if state != "CLOSED"]
         _require(not open_, f"open: {', '.join(open_)}")
         return "all closed"

@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from billing.wal import SEGMENT_MAX_BYTES, audit_export
+from finn.audit_chain import SEGMENT_MAX_BYTES, audit_export
 
 
 class Command(BaseCommand):

@@ -16,12 +16,14 @@ import httpx
 from django.conf import settings
 
 from finn.breaker import CircuitBreaker
+from finn.registry import breaker_register
 from finn.untrusted_json import json_loads_untrusted
 
 logger = logging.getLogger(__name__)
 _TX_HASH = re.compile(r"^0x[0-9a-fA-F]{64}$")
 
 
+@breaker_register("settlement")
 def settlement_breaker() -> CircuitBreaker:
     return CircuitBreaker(
         name="settlement",

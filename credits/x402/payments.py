@@ -1,4 +1,4 @@
-"""x402 payments: quotes, verification, settlement, paid work, credit notes (all writes).
+"""x402 payments, the pipeline: quote → verify → settle → paid work → credit note (all writes).
 
 One paid request goes through short transactions, each complete on its own:
 
@@ -17,56 +17,36 @@ a ``failed`` settlement (nothing moved) may be retried; nothing settles twice.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-import redis
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 from ulid import ULID
 
 from billing import services as billing_services
 from billing.errors import InvalidTransition
-from billing.metrics import rejected
-from credits import facilitator
 from credits.errors import SettlementInProgress, SettlementUnavailable, refuse
-from credits.models import CreditNote, X402Payment, X402Quote
+from credits.models import X402Payment, X402Quote
 from credits.selectors import wallet_credit_balance
-from credits.services import nonce_key
-from credits.x402 import (
-    CLOCK_SKEW_SECONDS,
-    CREDIT_CAP_MICRO_USDC,
-    DUST_MICRO_USDC,
-    NETWORKS,
+from credits.x402 import settle as facilitator
+from credits.x402.credit_notes import _credit_consume, _credit_note_issue
+from credits.x402.protocol import (
     PAYMENT_RESPONSE,
     X_PAYMENT_RESPONSE,
     DecodedPayment,
-    Offer,
-    current_network,
-    payment_required_v1,
-    requirement_v2,
     settle_response_header,
-    signature_valid,
-    verification_slot,
 )
+from credits.x402.quotes import _requirement_dict
+from credits.x402.verify import _check, _match_quote, _nonce_fast_path
 from finn.audit import audit_append
 from finn.db import violates
-from finn.degradation import redis_guard
 from finn.guard import guard
-from finn.locks import xact_lock
-from finn.redis import get_redis
 from finn.tracing import span
 
-logger = logging.getLogger(__name__)
-
-CREDIT_NOTE_TTL = timedelta(days=7)
 STALE_SETTLED_SECONDS = 120  # a settled payment without an answer this old: the worker died mid-call
 
 
@@ -76,299 +56,6 @@ class PaidAnswer:
     body: dict[str, Any]
     headers: dict[str, str]
     replayed: bool = False
-
-
-def request_fingerprint(data: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-# --- credit notes (µUSDC per wallet) ------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CreditApplication:
-    reduced_amount: int
-    credit_used: int
-    remaining_credit: int
-
-
-def apply_credit_notes(*, balance: int, required: int) -> CreditApplication:
-    """The reference's applyCreditNotes: use min(balance, required) of the credit."""
-    if balance < 0 or required < 0:
-        raise ValueError("balance and required are non-negative integers")
-    used = min(balance, required)
-    return CreditApplication(reduced_amount=required - used, credit_used=used, remaining_credit=balance - used)
-
-
-def _credit_cache_schedule(wallet: str, now: datetime) -> None:
-    def write() -> None:
-        with contextlib.suppress(redis.RedisError, OSError):
-            balance = wallet_credit_balance(wallet=wallet, now=now)
-            get_redis().set(f"credits:x402:credit:{wallet}", balance, ex=int(CREDIT_NOTE_TTL.total_seconds()))
-
-    transaction.on_commit(write)
-
-
-def _credit_note_issue(
-    *, wallet: str, quote: X402Quote, quoted: int, actual: int, reason: str, now: datetime
-) -> tuple[CreditNote | None, str]:
-    """A note for quoted - actual, unless the wallet would pass the 1,000,000 USDC cap (audited)."""
-    delta = quoted - actual
-    if delta <= 0:
-        return None, ""
-    xact_lock(f"x402:credit:{wallet}")  # one writer of a wallet's notes at a time (cap check, use)
-    balance = wallet_credit_balance(wallet=wallet, now=now)
-    if balance + delta > CREDIT_CAP_MICRO_USDC:
-        audit_append(
-            event_type="x402_credit_note_refused",
-            payload={"wallet": wallet, "delta": str(delta), "balance": str(balance), "cap": str(CREDIT_CAP_MICRO_USDC)},
-            correlation_id=quote.pk,
-            now=now,
-            reason="credit_note_cap_exceeded",
-        )
-        return None, "credit_note_cap_exceeded"
-    note = CreditNote.objects.create(
-        id=f"cn_{ULID()}",
-        wallet=wallet,
-        amount=delta,
-        remaining=delta,
-        quote=quote,
-        quoted_amount=quoted,
-        actual_amount=actual,
-        reason=reason,
-        created_at=now,
-        expires_at=now + CREDIT_NOTE_TTL,
-    )
-    journal_id = billing_services.x402_credit_note_post(
-        note_id=note.pk, amount=delta, usd_per_usdc=settings.USD_USDC_RATE, now=now
-    )
-    audit_append(
-        event_type="x402_credit_note",
-        payload={
-            "credit_note_id": note.pk,
-            "wallet": wallet,
-            "delta": str(delta),
-            "quote_id": quote.pk,
-            "journal_entry_id": str(journal_id),
-        },
-        correlation_id=quote.pk,
-        now=now,
-    )
-    _credit_cache_schedule(wallet, now)
-    return note, ""
-
-
-# Oldest-expiring notes first: each note gives what is still needed after the notes before it
-# (running total), in one statement. The wallet's advisory lock serializes writers of its notes.
-_CONSUME_SQL = """
-WITH ordered AS (
-  SELECT id, remaining,
-         sum(remaining) OVER (ORDER BY expires_at, id) - remaining AS before
-  FROM credits_creditnote
-  WHERE wallet = %(wallet)s AND expires_at > %(now)s AND expired_at IS NULL AND remaining > 0
-), taken AS (
-  SELECT id, LEAST(remaining, %(amount)s - before) AS take FROM ordered WHERE before < %(amount)s
-)
-UPDATE credits_creditnote note SET remaining = note.remaining - taken.take
-FROM taken WHERE note.id = taken.id
-RETURNING taken.take
-"""
-
-
-def _credit_consume(*, wallet: str, amount: int, now: datetime) -> int:
-    """Use up to ``amount`` of the wallet's credit, oldest-expiring notes first; returns what was used."""
-    if amount <= 0:
-        return 0
-    xact_lock(f"x402:credit:{wallet}")  # one writer of a wallet's notes at a time (cap check, use)
-    with connection.cursor() as cursor:
-        cursor.execute(_CONSUME_SQL, {"wallet": wallet, "now": now, "amount": amount})
-        used = sum(int(row[0]) for row in cursor.fetchall())
-    _credit_cache_schedule(wallet, now)
-    return used
-
-
-def credit_notes_expire(*, now: datetime, batch_size: int = 500) -> int:
-    """Expired notes' remaining credit returns to revenue (journal + audit), once each."""
-    expired = 0
-    while True:
-        with transaction.atomic(durable=True):
-            notes = list(
-                CreditNote.objects.select_for_update(skip_locked=True)
-                .filter(expires_at__lte=now, expired_at__isnull=True)
-                .order_by("expires_at")[:batch_size]
-            )
-            for note in notes:
-                if note.remaining > 0:
-                    billing_services.x402_credit_note_post(
-                        note_id=note.pk,
-                        amount=note.remaining,
-                        usd_per_usdc=settings.USD_USDC_RATE,
-                        now=now,
-                        expired=True,
-                    )
-                    audit_append(
-                        event_type="x402_credit_note_expired",
-                        payload={"credit_note_id": note.pk, "wallet": note.wallet, "remaining": str(note.remaining)},
-                        correlation_id=note.pk,
-                        now=now,
-                    )
-                CreditNote.objects.filter(pk=note.pk).update(expired_at=now, remaining=0)
-        expired += len(notes)
-        if len(notes) < batch_size:
-            return expired
-
-
-# --- quotes -----------------------------------------------------------------------
-
-
-def offer_of(quote: X402Quote, description: str = "") -> Offer:
-    return Offer(
-        quote_id=quote.pk,
-        network=quote.network,
-        asset=quote.asset,
-        pay_to=quote.pay_to,
-        amount=quote.amount,
-        max_timeout_seconds=quote.max_timeout_seconds,
-        resource_url=quote.resource_url,
-        description=description or ("paid inference" if quote.purpose == X402Quote.Purpose.INVOKE else "credit pack"),
-    )
-
-
-def x402_quote_create(
-    *,
-    purpose: str,
-    gross_amount: int,
-    resource_url: str,
-    request_sha256: str,
-    now: datetime,
-    payer: str = "",
-    model: str = "",
-    max_tokens: int | None = None,
-    account_id: int | None = None,
-    pack_size: int | None = None,
-) -> X402Quote:
-    """Record the price a 402 offers. A named payer's credit notes reduce it (never below dust)."""
-    network = current_network()
-    gross = max(gross_amount, DUST_MICRO_USDC)
-    credit = 0
-    if payer and purpose == X402Quote.Purpose.INVOKE:
-        balance = wallet_credit_balance(wallet=payer, now=now)
-        credit = apply_credit_notes(balance=balance, required=gross - DUST_MICRO_USDC).credit_used
-    with transaction.atomic(durable=True):
-        quote = X402Quote.objects.create(
-            id=f"q_{ULID()}",
-            purpose=purpose,
-            network=network.caip2,
-            asset=network.usdc.lower(),
-            pay_to=settings.X402_PAY_TO,
-            amount=gross - credit,
-            gross_amount=gross,
-            credit_applied=credit,
-            payer=payer,
-            max_timeout_seconds=settings.X402_MAX_TIMEOUT_SECONDS,
-            resource_url=resource_url,
-            model=model,
-            max_tokens=max_tokens,
-            request_sha256=request_sha256,
-            account_id=account_id,
-            pack_size=pack_size,
-            created_at=now,
-            expires_at=now + timedelta(seconds=settings.X402_QUOTE_TTL_SECONDS),
-        )
-        audit_append(
-            event_type="x402_quote",
-            payload={
-                "quote_id": quote.pk,
-                "purpose": purpose,
-                "model": model,
-                "max_tokens": max_tokens,
-                "amount": str(quote.amount),
-                "gross_amount": str(gross),
-                "credit_applied": str(credit),
-            },
-            correlation_id=quote.pk,
-            now=now,
-        )
-        cached = json.dumps({"amount": str(quote.amount), "network": quote.network, "purpose": purpose})
-        transaction.on_commit(lambda: _quote_cache(quote.pk, cached))
-    return quote
-
-
-def _quote_cache(quote_id: str, cached: str) -> None:
-    with contextlib.suppress(redis.RedisError, OSError):
-        get_redis().set(f"credits:x402:quote:{quote_id}", cached, ex=settings.X402_QUOTE_TTL_SECONDS)
-
-
-def _requirement_dict(quote: X402Quote, version: int) -> dict[str, Any]:
-    if version == 2:
-        return dict(requirement_v2(offer_of(quote)).model_dump(mode="json", by_alias=True, exclude_none=True))
-    return dict(payment_required_v1(offer_of(quote))["accepts"][0])
-
-
-def _match_quote(decoded: DecodedPayment, *, purpose: str, request_sha256: str, now: datetime) -> X402Quote:
-    """The outstanding quote this payment answers, matched exactly; else 402 quote_not_found."""
-    auth = decoded.authorization
-    quote: X402Quote | None = None
-    if decoded.version == 2:
-        extra = (decoded.accepted or {}).get("extra")
-        quote_id = extra.get("quoteId") if isinstance(extra, dict) else None
-        if isinstance(quote_id, str):
-            quote = X402Quote.objects.filter(pk=quote_id).first()
-        if quote is not None and decoded.accepted != _requirement_dict(quote, 2):
-            quote = None
-    else:
-        # v1 payments echo no requirement: the quote of this very request for this amount.
-        quote = (
-            X402Quote.objects.filter(request_sha256=request_sha256, amount=auth.value, purpose=purpose)
-            .order_by("-created_at")
-            .first()
-        )
-    if quote is None or quote.purpose != purpose or quote.request_sha256 != request_sha256:
-        raise refuse("quote_not_found", "no outstanding quote matches this payment; request a new one")
-    if quote.expires_at <= now and not X402Payment.objects.filter(quote=quote).exists():
-        raise refuse("quote_not_found", "the quote has expired; request a new one")
-    return quote
-
-
-def _check(decoded: DecodedPayment, quote: X402Quote, *, now: datetime) -> None:
-    """The issue's checks, in its order; each failure is a 402 with its own code."""
-    auth = decoded.authorization
-    network = current_network()
-    if decoded.network != quote.network or quote.network != network.caip2:
-        raise refuse("invalid_chain", f"payments are accepted on {network.caip2} only")
-    if quote.asset.lower() != network.usdc.lower():
-        raise refuse("invalid_token", f"only USDC ({network.usdc}) is accepted")
-    if auth.to != settings.X402_PAY_TO or auth.to != quote.pay_to:
-        raise refuse("invalid_recipient", "the authorization does not pay finn's treasury")
-    if auth.value < quote.amount:
-        raise refuse("insufficient_payment", f"payment {auth.value} < quoted {quote.amount}")
-    ceiling = settings.X402_MAX_PAYMENT_MICRO_USDC
-    if ceiling and auth.value > ceiling:
-        raise refuse("payment_exceeds_ceiling", f"payment {auth.value} exceeds ceiling {ceiling}")
-    if auth.value < DUST_MICRO_USDC:
-        raise refuse("payment_too_small", f"payments below {DUST_MICRO_USDC} µUSDC are refused")
-    moment = int(now.timestamp())
-    if auth.valid_after > moment + CLOCK_SKEW_SECONDS:
-        raise refuse("authorization_not_yet_valid", "the authorization is not valid yet")
-    if auth.valid_before < moment + CLOCK_SKEW_SECONDS:
-        raise refuse("authorization_expired", "the authorization has expired (or expires too soon to settle)")
-    with verification_slot():
-        valid = signature_valid(auth, NETWORKS[quote.network], quote.asset)
-    if not valid:
-        rejected("signature_invalid")
-        raise refuse("invalid_signature", "the EIP-712 signature does not recover to the payer")
-
-
-def _nonce_fast_path(decoded: DecodedPayment, quote: X402Quote) -> None:
-    """Redis SET NX before the database: most replays stop here. Redis down → 503 (fail closed)."""
-    auth = decoded.authorization
-    key = "credits:nonce:x402:" + nonce_key(quote.network, quote.asset, auth.payer, auth.nonce)
-    fresh = redis_guard("x402_nonce", lambda: get_redis().set(key, "1", nx=True, ex=60))
-    if not fresh:
-        raise refuse("nonce_reused", "this authorization's nonce was already used")
-
-
-# --- the payment pipeline -------------------------------------------------------------
 
 
 def _find_payment(decoded: DecodedPayment, quote: X402Quote) -> X402Payment | None:

@@ -6,7 +6,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from billing.wal import audit_verify
+from finn.audit_chain import audit_verify
 
 
 class Command(BaseCommand):

@@ -30,6 +30,7 @@ from x402.schemas.v1 import PaymentPayloadV1, PaymentRequiredV1, PaymentRequirem
 from credits.chain import RpcUnavailable, rpc_call
 from credits.errors import InvalidPayment, VerificationQueueFull
 from finn.untrusted_json import UntrustedJsonError, json_loads_untrusted
+from finn.validators import is_eth_address
 
 # Header names (matched case-insensitively by Django's request.headers).
 PAYMENT_REQUIRED = "PAYMENT-REQUIRED"
@@ -49,7 +50,6 @@ CLOCK_SKEW_SECONDS = 30
 CREDIT_CAP_MICRO_USDC = 1_000_000_000_000  # 1,000,000 USDC per wallet
 EIP1271_MAGIC = "0x1626ba7e"
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 _NONCE = re.compile(r"^0x[0-9a-fA-F]{64}$")
 _SIGNATURE = re.compile(r"^0x[0-9a-fA-F]{130,}$")
 _UINT = re.compile(r"^[0-9]{1,78}$")
@@ -186,7 +186,7 @@ def _authorization(payload: dict[str, Any]) -> Authorization:
     fields = {name: auth.get(name) for name in ("from", "to", "value", "validAfter", "validBefore", "nonce")}
     if not all(isinstance(value, str) for value in fields.values()):
         raise InvalidPayment("authorization fields must be strings")
-    if not (_ADDRESS.match(fields["from"]) and _ADDRESS.match(fields["to"])):  # type: ignore[arg-type]
+    if not (is_eth_address(fields["from"]) and is_eth_address(fields["to"])):
         raise InvalidPayment("authorization from/to must be 20-byte hex addresses")
     if not all(_UINT.match(fields[name]) for name in ("value", "validAfter", "validBefore")):  # type: ignore[arg-type]
         raise InvalidPayment("authorization value/validAfter/validBefore must be decimal integers")

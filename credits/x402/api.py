@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
@@ -20,10 +19,10 @@ from billing.units import Rounding, micro_usd_to_micro_usdc
 from credits import inference
 from credits.errors import InvalidPackSize
 from credits.models import X402Payment, X402Quote
-from credits.payments import PaidAnswer, offer_of, request_fingerprint, x402_pay, x402_quote_create
 from credits.pricing import actual_cost_at, estimate_cost_at
 from credits.purchases import PACKS
-from credits.x402 import (
+from credits.x402.payments import PaidAnswer, x402_pay
+from credits.x402.protocol import (
     PAYER_HEADER,
     PAYMENT_REQUIRED,
     PAYMENT_SIGNATURE,
@@ -34,13 +33,14 @@ from credits.x402 import (
     payment_required_v1,
     payment_required_v2,
 )
+from credits.x402.quotes import offer_of, request_fingerprint, x402_quote_create
 from finn.auth import Principal
 from finn.errors import InvalidRequest
 from finn.fields import ErrorSerializer, StrictIntegerField
 from finn.flags import require_feature
 from finn.ratelimit import client_ip, limit_or_raise
+from finn.validators import is_eth_address
 
-_ADDRESS = re.compile(r"^0x[0-9a-fA-F]{40}$")
 DEFAULT_MAX_TOKENS = 256
 
 _PAYMENT_HEADERS = [
@@ -122,7 +122,7 @@ def _x402(
     if not v2 and not v1:
         limit_or_raise(tier="x402_quote", identity=client_ip(request))
         payer = request.headers.get(PAYER_HEADER, "").strip()
-        if payer and not _ADDRESS.match(payer):
+        if payer and not is_eth_address(payer):
             raise InvalidRequest(f"{PAYER_HEADER} must be a 0x-prefixed 20-byte address", reason="invalid_payer")
         quote = x402_quote_create(
             purpose=purpose,
