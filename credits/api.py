@@ -27,6 +27,7 @@ from credits.signin import (
     signin_verify,
 )
 from credits.siwe_message import MAX_MESSAGE_CHARS
+from credits.tokens import keyring
 from finn.auth import Principal
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
 from finn.ratelimit import ChallengeThrottle
@@ -327,6 +328,4 @@ class JwksApi(APIView):
         operation_id="jwks", summary="JSON Web Key Set of the access-token signing keys", responses={200: JwksOutput}
     )
     def get(self, request: Request) -> Response:
-        from credits.tokens import keyring
-
         return Response(keyring().jwks(), headers={"Cache-Control": "public, max-age=300"})

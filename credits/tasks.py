@@ -9,7 +9,9 @@ from celery import shared_task
 from django.utils import timezone
 
 from credits.metrics import nonce_cleanup_failures_total, nonce_cleanup_last_success
+from credits.purchases import purchase_reorg_check
 from credits.services import nonce_cleanup
+from credits.x402.credit_notes import credit_notes_expire
 
 logger = logging.getLogger(__name__)
 
@@ -30,14 +32,10 @@ def nonce_cleanup_task() -> str:
 
 @shared_task(name="credits.tasks.purchase_reorg_check_task")
 def purchase_reorg_check_task() -> str:
-    from credits.purchases import purchase_reorg_check
-
     return f"reorg check: {purchase_reorg_check(now=timezone.now())}"
 
 
 @shared_task(name="credits.tasks.credit_notes_expire_task")
 def credit_notes_expire_task() -> str:
     """Hourly: what is left of credit notes older than 7 days returns to revenue."""
-    from credits.x402.credit_notes import credit_notes_expire
-
     return f"expired {credit_notes_expire(now=timezone.now())} credit notes"

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import hmac
 import logging
 
+from django.conf import settings
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views.decorators.http import require_GET
+from django_prometheus.exports import ExportToDjangoView
 from prometheus_client import Counter
 
+from finn.degradation import degraded_total, fail_closed_total, lock_fallbacks_total, monitor
 from finn.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -52,8 +56,6 @@ def _counter_total(counter: Counter) -> float:
 @require_GET
 def health_security(request: HttpRequest) -> JsonResponse:
     """Dependencies of the fail-closed routes: 503 naming the one that is down."""
-    from finn.degradation import degraded_total, fail_closed_total, lock_fallbacks_total, monitor
-
     redis_state = monitor.state
     if redis_state == "CLOSED":
         redis_status = _check_redis()
@@ -78,11 +80,6 @@ def health_security(request: HttpRequest) -> JsonResponse:
 
 def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus metrics, behind METRICS_BEARER_TOKEN and/or METRICS_ALLOWED_IPS when set."""
-    import hmac
-
-    from django.conf import settings
-    from django_prometheus.exports import ExportToDjangoView
-
     allowed_ips = settings.METRICS_ALLOWED_IPS
     if allowed_ips and request.META.get("REMOTE_ADDR") not in allowed_ips:
         return JsonResponse({"error": "not allowed from this address", "code": "permission_denied"}, status=403)
