@@ -117,7 +117,10 @@ test: export REDIS_URL := redis://127.0.0.1:6379/15
 test: services browser lint
 	$(BIN)/pytest
 
+# Hot-path benchmark against a running `make run` (wrk drives it; pgbench gives the anchor).
 bench: install
+	@command -v wrk >/dev/null 2>&1 || { echo "installing Debian package: wrk"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 # The seeds' load scenarios against their own finn (gunicorn + Celery on a spare port, database

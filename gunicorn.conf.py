@@ -9,7 +9,10 @@ bind = os.environ.get("FINN_BIND", "127.0.0.1:8000")
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
 worker_class = "gthread"
 threads = int(os.environ.get("WEB_THREADS", "8"))
-accesslog = "-"
+# No access log by default: through honcho's pipe it cost ~0.3 ms of CPU per request.
+# FINN_ACCESS_LOG=- (stdout) or a file path turns it on; request ids and errors are logged
+# by finn's own JSON logs either way.
+accesslog = os.environ.get("FINN_ACCESS_LOG") or None
 timeout = 30
 # Longer than the default 2 s so a busy client reusing a keep-alive
 # connection does not race the server closing it (seen as client ReadErrors).

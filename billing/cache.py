@@ -11,9 +11,12 @@ reads, and the reconciliation job (billing/reconciliation.py) compares it with t
 from __future__ import annotations
 
 import logging
+import os
+import threading
 from datetime import UTC, date, datetime, time, timedelta
 
 import redis
+from django.conf import settings
 from django.db import transaction
 
 from billing.metrics import balance_cache_write_failures_total
@@ -51,8 +54,53 @@ def balance_cache_read(account_id: int) -> dict[str, int] | None:
     return {name: int(value) for name, value in raw.items()}
 
 
+class _BalanceWriter:
+    """Writes balance-cache updates from a background thread, off the response path.
+
+    Per account only the newest version waits (older ones are superseded, and the Lua
+    script refuses a version older than the cached one anyway); a batch is one pipelined
+    round trip. The thread starts on first use in each process (and again after a fork).
+    A write lost with the process is repaired by reconciliation: the cache is derived.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: dict[int, tuple[int, int, int, int]] = {}
+        self._wake = threading.Event()
+        self._pid = 0
+
+    def submit(self, account_id: int, available: int, held: int, version: int) -> None:
+        with self._lock:
+            waiting = self._pending.get(account_id)
+            if waiting is None or waiting[3] < version:
+                self._pending[account_id] = (account_id, available, held, version)
+            if self._pid != os.getpid():
+                self._pid = os.getpid()
+                threading.Thread(target=self._run, name="balance-cache-writer", daemon=True).start()
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                batch, self._pending = list(self._pending.values()), {}
+            if batch:
+                balance_cache_write_many(batch)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self._pending)
+
+
+balance_writer = _BalanceWriter()
+
+
 def balance_cache_schedule(*, account_id: int, available: int, held: int, version: int) -> None:
-    """Refresh the cache once the current transaction commits."""
+    """Refresh the cache once the current transaction commits (in the background unless BALANCE_CACHE_ASYNC=false)."""
+    if settings.BALANCE_CACHE_ASYNC:
+        transaction.on_commit(lambda: balance_writer.submit(account_id, available, held, version))
+        return
     transaction.on_commit(
         lambda: balance_cache_write(account_id=account_id, available=available, held=held, version=version)
     )

@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 
-from credits.api_keys import api_key_create, api_key_revoke
+from credits.api_keys import api_key_create, api_key_rate_limit_set, api_key_revoke
 from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
 from finn.admin_base import ReadOnlyAdmin
 
@@ -24,7 +24,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
-    list_display = ["prefix", "account", "name", "created_at", "revoked_at"]
+    list_display = ["prefix", "account", "name", "rate_limit_per_minute", "created_at", "revoked_at"]
     list_select_related = ["account"]
     raw_id_fields = ["account"]
     search_fields = ["prefix", "name"]
@@ -43,7 +43,15 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
-            return  # keys are immutable; revoke and create a new one instead
+            # Only the rate limit can change (the key itself is immutable: revoke and create).
+            if "rate_limit_per_minute" in form.changed_data:
+                api_key_rate_limit_set(
+                    api_key=obj,
+                    per_minute=obj.rate_limit_per_minute,
+                    actor=request.user.get_username(),
+                    now=timezone.now(),
+                )
+            return
         issued = api_key_create(account=obj.account, name=obj.name, now=timezone.now())
         obj.pk = issued.api_key.pk
         obj.prefix = issued.api_key.prefix

@@ -12,18 +12,25 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import logging
+import os
 import secrets
+import threading
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 
 from billing.models import Account, AccountKind
 from credits.models import ApiKey
+from finn.audit import audit_append
 from finn.degradation import redis_guard
 from finn.errors import InvalidRequest
 from finn.redis import get_redis
+
+logger = logging.getLogger(__name__)
 
 KEY_PREFIX = "finn_"
 
@@ -89,27 +96,111 @@ class CachedKey:
     account_id: int
     is_staff: bool
     actor: str
+    rate_limit_per_minute: int | None = None
+
+
+def api_key_rate_limit_set(*, api_key: ApiKey, per_minute: int | None, actor: str, now: datetime) -> None:
+    """Override one key's request limit (None: the tier default); audited, effective within the caches' TTL."""
+    if per_minute is not None and (isinstance(per_minute, bool) or not isinstance(per_minute, int) or per_minute < 1):
+        raise InvalidRequest("rate_limit_per_minute must be a positive integer or empty", reason="invalid_rate_limit")
+    with transaction.atomic():
+        ApiKey.objects.filter(pk=api_key.pk).update(rate_limit_per_minute=per_minute)
+        audit_append(
+            event_type="api_key_rate_limit_set",
+            payload={"api_key_id": str(api_key.pk), "rate_limit_per_minute": per_minute},
+            correlation_id=f"api_key:{api_key.pk}",
+            now=now,
+            account_id=api_key.account_id,
+            actor=actor,
+        )
+        key_hash = api_key.key_hash
+        transaction.on_commit(lambda: api_key_cache_forget(key_hash))
 
 
 def api_key_cache_key(key_hash: str) -> str:
     return f"credits:apikey:{key_hash}"
 
 
+_KEY_SQL = (
+    "SELECT k.id, k.account_id, k.rate_limit_per_minute, u.username, u.is_active, u.is_staff"
+    " FROM credits_apikey k JOIN billing_account a ON a.id = k.account_id"
+    " LEFT JOIN auth_user u ON u.id = a.owner_id WHERE k.key_hash = %s AND k.revoked_at IS NULL"
+)
+
+
 def _from_database(key_hash: str) -> CachedKey | None:
-    key = ApiKey.objects.select_related("account__owner").filter(key_hash=key_hash, revoked_at__isnull=True).first()
-    if key is None:
+    # One statement (no ORM: it runs on every cold lookup of a gateway's key).
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_SQL, [key_hash])
+        row = cursor.fetchone()
+    if row is None:
         return None
-    owner = key.account.owner
+    key_id, account_id, per_minute, username, is_active, is_staff = row
     return CachedKey(
-        api_key_id=key.pk,
-        account_id=key.account_id,
-        is_staff=bool(owner and owner.is_active and owner.is_staff),
-        actor=owner.get_username() if owner else f"account:{key.account_id}",
+        api_key_id=int(key_id),
+        account_id=int(account_id),
+        is_staff=bool(username is not None and is_active and is_staff),
+        actor=str(username) if username is not None else f"account:{account_id}",
+        rate_limit_per_minute=per_minute,
     )
 
 
+# In-process copies of recent lookups (key hash → (expires at, key)), so the hot path needs no
+# Redis round trip for authentication. A revocation or limit change drops the key from this
+# process at once and is published on FORGET_CHANNEL, which every process listens to (a
+# thread); a process that lost its subscription clears all its copies when it resubscribes.
+# Bound when Redis is unreachable: a key revoked on another process keeps working here for at
+# most API_KEY_LOCAL_CACHE_SECONDS.
+_local: dict[str, tuple[float, CachedKey]] = {}
+_LOCAL_MAX_KEYS = 100_000
+FORGET_CHANNEL = "credits:apikey:forget"
+_listener_pid = 0
+_listener_lock = threading.Lock()
+
+
+def _listen() -> None:
+    while True:
+        try:
+            pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
+            pubsub.subscribe(FORGET_CHANNEL)
+            _local.clear()  # anything published while unsubscribed is lost: start afresh
+            for message in pubsub.listen():
+                data = message.get("data")
+                _local.pop(data.decode() if isinstance(data, bytes) else str(data), None)
+        except Exception as exc:  # Redis down or the connection dropped: retry, keep serving
+            logger.warning("api key forget listener reconnecting", extra={"error": type(exc).__name__})
+            _local.clear()
+            time.sleep(1)
+
+
+def _listener_ensure() -> None:
+    global _listener_pid
+    if _listener_pid == os.getpid():
+        return
+    with _listener_lock:
+        if _listener_pid != os.getpid():
+            _listener_pid = os.getpid()
+            threading.Thread(target=_listen, name="api-key-forget", daemon=True).start()
+
+
 def api_key_lookup(key_hash: str) -> CachedKey | None:
-    """Cache first, PostgreSQL on a miss or when Redis is down."""
+    """This process's copy, then Redis, then PostgreSQL (on a miss or when Redis is down)."""
+    ttl = settings.API_KEY_LOCAL_CACHE_SECONDS
+    if ttl > 0:
+        _listener_ensure()
+    now = time.monotonic()
+    hit = _local.get(key_hash)
+    if hit is not None and hit[0] > now:
+        return hit[1]
+    found = _shared_lookup(key_hash)
+    if found is not None and ttl > 0:
+        if len(_local) >= _LOCAL_MAX_KEYS:
+            _local.clear()  # bounded memory; the next lookups refill it
+        _local[key_hash] = (now + ttl, found)
+    return found
+
+
+def _shared_lookup(key_hash: str) -> CachedKey | None:
     cache_key = api_key_cache_key(key_hash)
 
     def from_cache() -> CachedKey | None:
@@ -130,4 +221,12 @@ def api_key_lookup(key_hash: str) -> CachedKey | None:
 
 
 def api_key_cache_forget(key_hash: str) -> None:
-    redis_guard("api_key_cache", lambda: get_redis().delete(api_key_cache_key(key_hash)), fallback=lambda: 0)
+    """Drop every copy of a lookup: this process's, Redis's, and (published) every other process's."""
+    _local.pop(key_hash, None)
+
+    def forget() -> int:
+        client = get_redis()
+        client.delete(api_key_cache_key(key_hash))
+        return int(client.publish(FORGET_CHANNEL, key_hash))  # type: ignore[arg-type]
+
+    redis_guard("api_key_cache", forget, fallback=lambda: 0)

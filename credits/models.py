@@ -21,12 +21,20 @@ class ApiKey(models.Model):
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField()
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Requests per minute for this key; empty = the api_key tier's default (a gateway's
+    # service key bills every inference call twice, so its default is high).
+    rate_limit_per_minute = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name = "API key"
         constraints = [
             models.CheckConstraint(
                 condition=Q(key_hash__regex=r"^[0-9a-f]{64}$"), name="credits_apikey_hash_is_sha256"
+            ),
+            # 0 would silently block a key: revoke it instead.
+            models.CheckConstraint(
+                condition=Q(rate_limit_per_minute__isnull=True) | Q(rate_limit_per_minute__gte=1),
+                name="credits_apikey_rate_limit_positive",
             ),
         ]
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any, ClassVar
 
+from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions as drf_exceptions
 from rest_framework.response import Response
@@ -122,6 +123,15 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         return Response({"error": str(exc.detail), "code": "rate_limited"}, status=429, headers=headers)
     if isinstance(exc, drf_exceptions.APIException):
         return Response({"error": str(exc.detail), "code": exc.default_code}, status=exc.status_code)
+    if isinstance(exc, OperationalError | InterfaceError):
+        # The database connection broke (restart, failover): nothing was committed by this
+        # request's failed statement; Django drops the connection at the request's end.
+        logger.warning("database unavailable", extra={"error": type(exc).__name__})
+        return Response(
+            {"error": "the database is unavailable; retry shortly", "code": "database_unavailable"},
+            status=503,
+            headers={"Retry-After": "1"},
+        )
     return None
 
 

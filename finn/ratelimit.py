@@ -1,13 +1,21 @@
-"""Rate limits: one atomic Lua sliding window in Redis, a token bucket when Redis is down.
+"""Rate limits: atomic Lua in Redis, a token bucket when Redis is down.
 
 DRF's built-in throttles read the history, decide in Python and write it
 back: two concurrent requests can both pass the last slot. Here the check and
 the record are one Lua call. Tiers come from settings (``RATE_LIMITS``).
+
+Limits below ``SYNCED_MIN_LIMIT`` (end users, unauthenticated callers) use an exact sliding
+window: one Redis call per request. High limits (a gateway's service key, 100,000/min by
+default) are counted in each process and merged in Redis once a second
+(``_SyncedCounters``), so the hot path pays no Redis round trip for them; such a limit is
+exact to within one sync window.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import threading
 import time
 import uuid
@@ -21,10 +29,12 @@ from rest_framework.throttling import BaseThrottle
 
 from finn.degradation import redis_guard
 from finn.errors import DomainError
+from finn.redis import SCRIPTS, get_redis, register_script, run_script
 
 if TYPE_CHECKING:  # DRF imports throttles while building APIView: no runtime import
     from rest_framework.views import APIView
-from finn.redis import register_script, run_script
+
+logger = logging.getLogger(__name__)
 
 _SLIDING_WINDOW = register_script(
     "rate_limit_sliding_window",
@@ -47,6 +57,29 @@ if oldest[2] then first = tonumber(oldest[2]) end
 return {allowed, limit - count, tostring(first + window)}
 """,
 )
+
+
+_SYNC = register_script(
+    "rate_limit_sync",
+    """
+local now = tonumber(ARGV[1])
+local window = tonumber(ARGV[2])
+local add = tonumber(ARGV[3])
+local current = math.floor(now / window)
+local cur_key = KEYS[1] .. ':' .. current
+local prev = tonumber(redis.call('GET', KEYS[1] .. ':' .. (current - 1)) or '0')
+local cur = add
+if add > 0 then
+  cur = redis.call('INCRBY', cur_key, add)
+  redis.call('PEXPIRE', cur_key, window * 2)
+else
+  cur = tonumber(redis.call('GET', cur_key) or '0')
+end
+return {math.floor(prev * (1 - (now % window) / window)) + cur, tostring((current + 1) * window)}
+""",
+)
+SYNCED_MIN_LIMIT = 1000
+SYNC_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -89,19 +122,111 @@ class _TokenBucket:
 local_buckets = _TokenBucket()
 
 
+class _SyncedCounters:
+    """High limits counted in this process and merged with every process's counts in Redis.
+
+    A request is decided here: allowed while (all processes' count at the last sync + this
+    process's count since) stays under the limit. A thread pushes this process's counts to
+    Redis every ``SYNC_SECONDS`` (one pipelined call per active key: INCRBY into a sliding
+    window counter, which answers the window's total). The limit is exact to within one sync
+    window: processes that each still see room may together admit up to one second of their
+    traffic beyond it. With Redis down the counts stay local (the degradation table's
+    in-memory fallback for rate limits).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # key → [pending (not yet pushed), known (all processes, at the last sync), reset_at,
+        #        window seconds, last hit (monotonic)]
+        self._state: dict[str, list[Any]] = {}
+        self._wake = threading.Event()
+        self._pid = 0
+
+    def hit(self, key: str, limit: int, window: int) -> RateDecision:
+        now = time.monotonic()
+        with self._lock:
+            if self._pid != os.getpid():  # first use in this process (or after a fork)
+                self._pid = os.getpid()
+                self._state.clear()
+                threading.Thread(target=self._run, name="rate-limit-sync", daemon=True).start()
+            state = self._state.get(key)
+            if state is None:
+                state = self._state[key] = [0, 0, time.time() + window, window, now]
+            state[4] = now
+            used = state[0] + state[1]
+            if used >= limit:
+                return RateDecision(False, limit, 0, state[2])
+            state[0] += 1
+            return RateDecision(True, limit, limit - used - 1, state[2])
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(SYNC_SECONDS)
+            self._wake.clear()
+            try:
+                self.sync()
+            except Exception as exc:  # Redis down: keep counting locally, retry next tick
+                logger.warning("rate limit sync failed", extra={"error": type(exc).__name__})
+
+    def sync(self) -> None:
+        """Push pending counts and read every active key's window total (one pipeline)."""
+        now = time.monotonic()
+        with self._lock:
+            for key in [k for k, st in self._state.items() if now - st[4] > st[3] and st[0] == 0]:
+                del self._state[key]  # idle for a whole window: forget it
+            work = [(key, st[0], st[3]) for key, st in self._state.items()]
+            for key, pending, _ in work:
+                self._state[key][0] -= pending
+        if not work:
+            return
+        now_ms = int(time.time() * 1000)
+        client = get_redis()
+        script = client.register_script(SCRIPTS["rate_limit_sync"])
+        pipe = client.pipeline(transaction=False)
+        for key, pending, window in work:
+            script(keys=[key], args=[now_ms, window * 1000, pending], client=pipe)
+        try:
+            answers = pipe.execute()
+        except Exception:
+            with self._lock:  # not pushed: count it again next time
+                for key, pending, _ in work:
+                    if key in self._state:
+                        self._state[key][0] += pending
+            raise
+        with self._lock:
+            for (key, _, _), (total, reset_ms) in zip(work, answers, strict=True):
+                if key in self._state:
+                    self._state[key][1] = int(total)
+                    self._state[key][2] = int(reset_ms) / 1000
+
+    def clear(self) -> None:
+        with self._lock:
+            self._state.clear()
+
+
+synced_counters = _SyncedCounters()
+
+
 def tier_limits(tier: str) -> tuple[int, int]:
     limits: dict[str, tuple[int, int]] = settings.RATE_LIMITS
     return limits[tier]
 
 
-def rate_limit_hit(*, tier: str, identity: str, subsystem: str = "rate_limit") -> RateDecision:
-    """Count one request of ``identity`` in ``tier``; atomic in Redis.
+def rate_limit_hit(
+    *, tier: str, identity: str, subsystem: str = "rate_limit", limit: int | None = None
+) -> RateDecision:
+    """Count one request of ``identity`` in ``tier`` (``limit`` overrides the tier's); atomic in Redis.
 
     When Redis is down the degradation row of ``subsystem`` applies: the
     default falls back to a local token bucket; ``webhooks`` fails closed.
     """
-    limit, window = tier_limits(tier)
+    tier_limit, window = tier_limits(tier)
+    limit = limit or tier_limit
     key = f"finn:ratelimit:{tier}:{identity}"
+    # In-process counting only where Redis down means "count in memory" anyway; a route that
+    # fails closed without Redis (webhooks) keeps asking Redis, which is how it notices.
+    if limit >= SYNCED_MIN_LIMIT and subsystem == "rate_limit":
+        return synced_counters.hit(key, limit, window)
 
     def in_redis() -> RateDecision:
         now_ms = int(time.time() * 1000)
@@ -143,8 +268,11 @@ class TierThrottle(BaseThrottle):
     def identity(self, request: Request) -> str:
         return client_ip(request._request)
 
+    def limit(self, request: Request) -> int | None:
+        return None
+
     def allow_request(self, request: Request, view: APIView) -> bool:
-        decision = rate_limit_hit(tier=self.tier, identity=self.identity(request))
+        decision = rate_limit_hit(tier=self.tier, identity=self.identity(request), limit=self.limit(request))
         request._request.finn_rate_limit = decision  # type: ignore[attr-defined]
         self._decision = decision
         return decision.allowed
@@ -154,11 +282,23 @@ class TierThrottle(BaseThrottle):
 
 
 class DefaultThrottle(TierThrottle):
-    """API-key tier for authenticated callers, the free per-IP tier for everyone else."""
+    """Per API key (a service: its own override, else the api_key tier), per session, or the free per-IP tier."""
 
     def allow_request(self, request: Request, view: APIView) -> bool:
-        self.tier = "api_key" if getattr(request.user, "account_id", None) else "free"
+        if getattr(request.user, "api_key_id", None):
+            self.tier = "api_key"
+        elif getattr(request.user, "account_id", None):
+            self.tier = "session"
+        else:
+            self.tier = "free"
         return super().allow_request(request, view)
+
+    def limit(self, request: Request) -> int | None:
+        per_minute = getattr(request.auth, "rate_limit_per_minute", None) if self.tier == "api_key" else None
+        if not per_minute:
+            return None
+        _, window = tier_limits("api_key")
+        return max(1, per_minute * window // 60)
 
     def identity(self, request: Request) -> str:
         api_key_id = getattr(request.user, "api_key_id", None)

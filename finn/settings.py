@@ -89,6 +89,13 @@ try:
     WEBHOOK_TOLERANCE_SECONDS = env_int("WEBHOOK_TOLERANCE_SECONDS", 300, minimum=1)
     NONCE_MAX_AGE_HOURS = env_int("NONCE_MAX_AGE_HOURS", 24, minimum=1)
     API_KEY_CACHE_SECONDS = env_int("API_KEY_CACHE_SECONDS", 300, minimum=1)
+    # In-process copy of a lookup; revocations reach every process at once through Redis pub/sub,
+    # this bounds how long a revoked key can keep working on a process that cannot hear them.
+    # Balance-cache writes from a background thread (off the response path); false: on commit, inline.
+    BALANCE_CACHE_ASYNC = env_bool("BALANCE_CACHE_ASYNC", True)
+    # In-process copy of a key lookup. Revocations reach every process at once (Redis pub/sub);
+    # this bounds how long a revoked key works on a process that cannot hear them.
+    API_KEY_LOCAL_CACHE_SECONDS = env_int("API_KEY_LOCAL_CACHE_SECONDS", 60, minimum=0)
     HOLD_EXPIRY_BATCH_SIZE = env_int("HOLD_EXPIRY_BATCH_SIZE", 1000, minimum=1)
     BILLING_RESERVE_TTL_SECONDS = env_int("BILLING_RESERVE_TTL_SECONDS", 300, minimum=1)
     BILLING_RESERVE_TTL_MAX_SECONDS = env_int("BILLING_RESERVE_TTL_MAX_SECONDS", 3600, minimum=1)
@@ -199,6 +206,16 @@ MIDDLEWARE = [
     "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
+# The API's hot routes (finn/wsgi.py): the same stack without the browser middleware.
+API_MIDDLEWARE_PREFIXES = ["/api/v1/billing/", "/api/v1/accounts/"]
+API_MIDDLEWARE = [
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    "finn.logging.RequestContextMiddleware",
+    "finn.ratelimit.RateLimitHeadersMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
+]
+
 ROOT_URLCONF = "finn.urls"
 WSGI_APPLICATION = "finn.wsgi.application"
 
@@ -217,7 +234,12 @@ TEMPLATES = [
     },
 ]
 
-_db = dj_database_url.parse(DATABASE_URL or "", conn_max_age=60, conn_health_checks=True)
+# No health check (a SELECT 1 before each request's first query): a connection that broke
+# raises on its first statement, the request answers 503 database_unavailable
+# (finn.errors), and Django drops the connection at the request's end.
+_db = dj_database_url.parse(
+    DATABASE_URL or "", conn_max_age=60, conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False)
+)
 # django-prometheus wraps the psycopg 3 backend to count queries and errors.
 _db["ENGINE"] = "django_prometheus.db.backends.postgresql"
 _db.setdefault("OPTIONS", {})
@@ -445,7 +467,10 @@ RATE_LIMITS = {
     "waitlist": _rate("RATE_LIMIT_WAITLIST", "10/60"),  # per IP, waitlist signups
     "csp_report": _rate("RATE_LIMIT_CSP_REPORT", "120/60"),  # per IP, CSP violation reports
     "challenge": _rate("RATE_LIMIT_CHALLENGE", "120/60"),  # per IP, sign-in challenges
-    "api_key": _rate("RATE_LIMIT_API_KEY", "60/60"),  # per API key
+    # per API key: a gateway's service key bills every inference call twice (reserve, commit);
+    # a key's own limit (ApiKey.rate_limit_per_minute, set in the admin) overrides it
+    "api_key": _rate("RATE_LIMIT_API_KEY", "100000/60"),
+    "session": _rate("RATE_LIMIT_SESSION", "60/60"),  # per signed-in wallet (SIWE session): end users
     "webhook": _rate("RATE_LIMIT_WEBHOOK", "15000/60"),  # per IP: providers deliver bursts from few IPs
 }
 

@@ -16,6 +16,12 @@ os.environ.setdefault(
 )
 # The test client and live servers speak plain HTTP.
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+# Lookups go to Redis/PostgreSQL each time (tests/credits/test_api_key_cache.py turns the
+# in-process copy on where it is the subject).
+os.environ.setdefault("API_KEY_LOCAL_CACHE_SECONDS", "0")
+# Balance-cache writes inline on commit, so a test can read Redis right after a service call
+# (tests/billing/test_balance_cache.py runs the background writer where it is the subject).
+os.environ.setdefault("BALANCE_CACHE_ASYNC", "false")
 
 from finn.settings import *  # noqa: F403
 

@@ -23,9 +23,10 @@ from django.utils import timezone
 from billing.models import Account
 from billing.selectors import ledger_check
 from billing.services import account_create, account_credit_mint, system_account_cache_clear
+from credits import api_keys
 from credits.api_keys import api_key_create
 from finn.degradation import monitor
-from finn.ratelimit import local_buckets
+from finn.ratelimit import local_buckets, synced_counters
 from finn.redis import get_redis
 
 
@@ -34,6 +35,8 @@ def _fresh_redis_and_caches() -> Iterator[None]:
     system_account_cache_clear()
     monitor.reset()
     local_buckets.clear()
+    synced_counters.clear()
+    api_keys._local.clear()
     get_redis().flushdb()
     yield
     system_account_cache_clear()

@@ -1,5 +1,7 @@
 """Accounts: creation, credit minted from the treasury, reserves frozen."""
 
+from __future__ import annotations
+
 from datetime import datetime
 
 from django.contrib.auth.models import User

@@ -5,6 +5,8 @@ balance UPDATE), which serializes every change of one account's day. The Redis c
 written on commit (``billing.cache``) and repaired by reconciliation.
 """
 
+from __future__ import annotations
+
 import contextlib
 import json
 import logging
@@ -21,6 +23,7 @@ from billing.errors import (
 from billing.metrics import (
     low_balance_events_total,
 )
+from billing.models import Account
 from billing.results import Balance
 from finn.redis import get_redis
 
@@ -49,18 +52,8 @@ def _daily_count(*, account_id: int, day: date, amount: int, cap: int, column: s
             [account_id, day, spent, held, amount, cap, cap],
         )
         counted = cursor.fetchone()
-        if counted is None:
-            cursor.execute(
-                "SELECT spent, held FROM billing_dailyspend WHERE account_id = %s AND day = %s", [account_id, day]
-            )
-            spent_today, held_today = cursor.fetchone() or (0, 0)
-            raise DailyCapExceeded(
-                f"this {what} would exceed the agent's daily spending cap",
-                daily_cap=cap,
-                spent_today=int(spent_today),
-                held_today=int(held_today),
-                remaining=max(0, cap - int(spent_today) - int(held_today)),
-            )
+    if counted is None:
+        raise daily_cap_refusal(account_id=account_id, day=day, what=what, cap=cap)
     daily_cache_schedule(
         account_id=account_id,
         day=day,
@@ -69,15 +62,6 @@ def _daily_count(*, account_id: int, day: date, amount: int, cap: int, column: s
         spent=int(counted[0]),
         held=int(counted[1]),
     )
-
-
-def _daily_hold(*, entry_id: str, account_id: int, now: datetime, amount: int, cap: int) -> date:
-    """Count a new hold against today's cap (the reserve's account UPDATE serializes it), or refuse it."""
-    day = utc_day(now)
-    _daily_count(account_id=account_id, day=day, amount=amount, cap=cap, column="held", what="reserve")
-    with connection.cursor() as cursor:
-        cursor.execute("UPDATE billing_billingentry SET cap_day = %s WHERE id = %s", [day, entry_id])
-    return day
 
 
 def _daily_settle(*, account_id: int, day: date, release_hold: int, spend: int) -> tuple[int, int]:
@@ -97,39 +81,38 @@ def _daily_settle(*, account_id: int, day: date, release_hold: int, spend: int) 
     return int(row[0]), int(row[1])
 
 
-def _daily_remaining_for(*, account_id: int, day: date, cap: int, estimate: int) -> int:
-    """What this entry may charge in total: its hold plus what is still free today."""
+def daily_cap_refusal(*, account_id: int, day: date, what: str, cap: int | None = None) -> DailyCapExceeded:
+    """402 ``daily_cap_exceeded`` with the day's figures (cold path: after the refusal)."""
+    if cap is None:
+        cap = int(Account.objects.filter(pk=account_id).values_list("daily_cap", flat=True).first() or 0)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT spent, held FROM billing_dailyspend WHERE account_id = %s AND day = %s FOR UPDATE",
-            [account_id, day],
+            "SELECT spent, held FROM billing_dailyspend WHERE account_id = %s AND day = %s", [account_id, day]
         )
-        spent, held = cursor.fetchone() or (0, 0)
-    return max(estimate, cap - int(spent) - (int(held) - estimate))
+        spent_today, held_today = cursor.fetchone() or (0, 0)
+    return DailyCapExceeded(
+        f"this {what} would exceed the agent's daily spending cap",
+        daily_cap=cap,
+        spent_today=int(spent_today),
+        held_today=int(held_today),
+        remaining=max(0, cap - int(spent_today) - int(held_today)),
+    )
 
 
-def _low_balance_check(*, balance: Balance, day: date, now: datetime) -> None:
-    """Emit ``wallet.low_balance`` once per wallet per day when available drops under the threshold."""
-    if balance.refill_threshold is None or balance.available >= balance.refill_threshold:
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO billing_dailyspend (account_id, day, spent, held, low_balance_notified_at)"
-            " VALUES (%s, %s, 0, 0, %s) ON CONFLICT (account_id, day) DO UPDATE"
-            " SET low_balance_notified_at = EXCLUDED.low_balance_notified_at"
-            " WHERE billing_dailyspend.low_balance_notified_at IS NULL RETURNING account_id",
-            [balance.account_id, day, now],
-        )
-        first_today = cursor.fetchone() is not None
-    if first_today:
-        event = {
-            "event": "wallet.low_balance",
-            "account_id": balance.account_id,
-            "available": balance.available,
-            "refill_threshold": balance.refill_threshold,
-            "day": day.isoformat(),
-        }
-        transaction.on_commit(lambda: _publish_event(event))
+def low_balance_publish(*, balance: Balance, day: date) -> None:
+    """``wallet.low_balance`` once the operation that took the wallet under its threshold commits.
+
+    The database decides "first time today" (``billing_dailyspend.low_balance_notified_at``,
+    set by the commit function), so the event is emitted once per wallet per day.
+    """
+    event = {
+        "event": "wallet.low_balance",
+        "account_id": balance.account_id,
+        "available": balance.available,
+        "refill_threshold": balance.refill_threshold,
+        "day": day.isoformat(),
+    }
+    transaction.on_commit(lambda: _publish_event(event))
 
 
 def _publish_event(event: dict[str, Any]) -> None:

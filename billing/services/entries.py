@@ -1,18 +1,29 @@
-"""Billing entries: reserve, commit, release, void.
+"""Billing entries: reserve, commit, release (one database call each), and void.
 
-Each public service is one durable transaction that writes the state change, its journal
-postings and its audit row together; Redis is touched only after commit. Hot paths (reserve,
-commit) use compare-and-set UPDATEs with RETURNING so they take few round trips and lock only
-the caller's account row and entry row: no shared row is updated per request (system
+Reserve, commit and release are each one call of a plpgsql function (migration
+``billing/0011_hot_path_functions``): the entry's compare-and-set, the guarded account
+UPDATE, the agent's daily cap, the journal and its postings and the audit row in one round
+trip, as one transaction (outside a caller's transaction the call is its own; inside one it
+runs in a savepoint, so a refusal rolls back only itself). A refusal RAISEs with a stable
+code; the Python side explains it on the cold path with the queries it needs. Every state
+change is still a compare-and-set: of two racing callers one wins and the other changes
+nothing. Redis is touched only after commit. No shared row is updated per request (system
 accounts get append-only postings, never a balance UPDATE).
+
+Void stays in Python: a finance action, off the hot path.
 """
 
+from __future__ import annotations
+
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, connection, transaction
 from ulid import ULID
 
+from billing.cache import balance_cache_schedule, daily_cache_schedule
 from billing.errors import (
     AccountFrozen,
     ExceedsHold,
@@ -20,28 +31,26 @@ from billing.errors import (
     IdempotencyKeyReused,
     InsufficientFunds,
 )
-from billing.metrics import (
-    counted,
-    daily_cap_applied_total,
-)
-from billing.models import (
-    Account,
-    BillingEntry,
-    Bucket,
-)
-from billing.results import EntryResult
+from billing.metrics import counted, daily_cap_applied_total
+from billing.models import Account, BillingEntry, Bucket
+from billing.results import Balance, EntryResult
 from billing.selectors import account_balance
-from billing.services.daily_caps import _daily_hold, _daily_remaining_for, _daily_settle, _low_balance_check, utc_day
-from billing.services.entry_finalize import _entry_mark_finalize_pending
+from billing.services.daily_caps import _daily_settle, daily_cap_refusal, low_balance_publish, utc_day
+from billing.services.entry_finalize import entry_finalize_enqueue
 from billing.services.entry_state import (
-    _EXPOSURE_SQL,
+    _ENTRY_ATTNAMES,
+    _ENTRY_COLUMNS,
     _audit_transition,
     _entry_cas,
+    _entry_from_row,
     _entry_locked_state,
+    _explain_cas_miss,
     _finalize_exposure,
     _finalize_exposure_limit,
+    _money,
 )
 from billing.services.ledger import (
+    MAX_AMOUNT,
     RATE_QUANTUM,
     SYSTEM_REVENUE,
     _account_apply,
@@ -50,93 +59,125 @@ from billing.services.ledger import (
     system_account_id,
 )
 from billing.states import EntryState, ReleaseReason
-from finn.db import violates
+from finn.audit import canonical_json, payload_crc32
 from finn.errors import InvalidRequest
 from finn.guard import guard
 
+_RESERVE_SQL = (
+    "SELECT available, held, version, daily_cap, refill_threshold, cap_day, day_spent, day_held"
+    " FROM billing_entry_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+)
+# The entry's columns in the model's field order (what _entry_from_row expects), then the rest.
+_ENTRY_SELECT = ", ".join(f"(r.entry).{column}" for column in _ENTRY_COLUMNS)
+_COMMIT_SQL = (
+    f"SELECT {_ENTRY_SELECT}, r.available, r.held, r.version, r.daily_cap, r.refill_threshold, r.day_spent,"
+    " r.day_held, r.low_balance_first FROM billing_entry_commit(%s, %s, %s, %s, %s, %s, %s, %s) AS r"
+)
+_RELEASE_SQL = (
+    f"SELECT {_ENTRY_SELECT}, r.available, r.held, r.version, r.daily_cap, r.refill_threshold, r.day_spent,"
+    " r.day_held FROM billing_entry_release(%s, %s, %s, %s) AS r"
+)
+_ENTRY_WIDTH = len(_ENTRY_ATTNAMES)
 
-@transaction.atomic(durable=True)
-def _entry_reserve_txn(
-    *,
-    account_id: int,
-    estimated_cost: int,
-    correlation_id: str,
-    ttl_seconds: int,
-    idempotency_key: str | None,
-    now: datetime,
-) -> EntryResult:
-    # Insert the entry first: a concurrent request with the same idempotency
-    # key then waits on the unique index and fails before touching the
-    # account row, instead of debiting and rolling back.
-    entry = BillingEntry.objects.create(
-        id=str(ULID()),
-        account_id=account_id,
-        correlation_id=correlation_id,
-        state=EntryState.RESERVE_HELD,
-        estimated_cost=estimated_cost,
-        credit_units_per_usd=settings.CREDIT_UNITS_PER_USD,
-        usd_usdc_rate=settings.USD_USDC_RATE.quantize(RATE_QUANTUM),
-        rate_frozen_at=now,
-        expires_at=now + timedelta(seconds=ttl_seconds),
-        idempotency_key=idempotency_key,
-        created_at=now,
-        updated_at=now,
+
+class _Refused(Exception):
+    """A plpgsql RAISE: ``code`` is its message, ``detail`` its DETAIL (nothing was written)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(code)
+        self.code = code
+        self.detail = detail
+
+
+def _call(sql: str, params: list[Any]) -> tuple[Any, ...]:
+    """One statement, one round trip: its own transaction, or a savepoint inside the caller's."""
+    try:
+        if connection.in_atomic_block:
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute(sql, params)
+                return tuple(cursor.fetchone())
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            return tuple(cursor.fetchone())
+    except DatabaseError as exc:
+        cause = exc.__cause__
+        if getattr(cause, "sqlstate", None) == "P0001":  # RAISE EXCEPTION in the function
+            diag = cause.diag  # type: ignore[union-attr]
+            raise _Refused(diag.message_primary or "", diag.message_detail or "") from None
+        raise
+
+
+@dataclass(frozen=True)
+class _Counted:
+    """What a function returned besides the entry: the balance row and the day's counters."""
+
+    balance: Balance
+    day_spent: int | None
+    day_held: int | None
+
+
+def _counted(account_id: int, values: tuple[Any, ...]) -> _Counted:
+    available, held, version, daily_cap, refill_threshold, day_spent, day_held = values
+    return _Counted(
+        balance=Balance(
+            account_id=account_id,
+            available=int(available),
+            held=int(held),
+            version=int(version),
+            daily_cap=daily_cap,
+            refill_threshold=refill_threshold,
+        ),
+        day_spent=day_spent,
+        day_held=day_held,
     )
-    # The conditional UPDATE is the funds check: it holds the row lock until
-    # commit, so concurrent reserves on one account serialize here and none
-    # can take the balance below -credit_limit.
-    exposure_limit = _finalize_exposure_limit()
-    balance = _account_apply(
-        account_id=account_id,
-        available_delta=-estimated_cost,
-        held_delta=estimated_cost,
-        guard_sql=f"NOT reserves_frozen AND available + credit_limit >= %s AND ({_EXPOSURE_SQL}) <= %s",
-        guard_params=(estimated_cost, account_id, exposure_limit),
+
+
+def _after_commit(entry: BillingEntry, counted: _Counted, *, spent_delta: int, held_delta: int) -> None:
+    """The derived copies in Redis, written once the operation has committed."""
+    balance = counted.balance
+    balance_cache_schedule(
+        account_id=balance.account_id, available=balance.available, held=balance.held, version=balance.version
     )
-    if balance is None:
-        current = account_balance(account_id=account_id)  # raises AccountNotFound
-        if Account.objects.filter(pk=account_id, reserves_frozen=True).exists():
-            raise AccountFrozen("new reserves on this account are frozen; contact support")
-        exposure = _finalize_exposure(account_id)
-        if exposure > exposure_limit:
-            raise FinalizeBacklog(
-                "too much spend is still waiting to be finalized upstream; retry when it drains",
-                exposure=exposure,
-                limit=exposure_limit,
-            )
-        raise InsufficientFunds(
-            "insufficient funds for this reserve",
-            available=current.available,
-            held=current.held,
-            required=estimated_cost,
+    if entry.cap_day is not None and counted.day_spent is not None and counted.day_held is not None:
+        daily_cache_schedule(
+            account_id=entry.account_id,
+            day=entry.cap_day,
+            spent_delta=spent_delta,
+            held_delta=held_delta,
+            spent=int(counted.day_spent),
+            held=int(counted.day_held),
         )
-    guard("reserve_within_allocation", balance.held >= estimated_cost, held=balance.held, estimate=estimated_cost)
-    if balance.daily_cap is not None:
-        entry.cap_day = _daily_hold(
-            entry_id=entry.id, account_id=account_id, now=now, amount=estimated_cost, cap=balance.daily_cap
+
+
+def _invariant(refused: _Refused, **context: Any) -> None:
+    """The database refused an operation that would break a named invariant: count it, 409."""
+    guard(refused.detail or "unknown", False, **context)
+
+
+def _reserve_refusal(*, account_id: int, estimated_cost: int, exposure_limit: int) -> Exception:
+    """Why the guarded account UPDATE matched nothing (cold path)."""
+    current = account_balance(account_id=account_id)  # raises AccountNotFound
+    if Account.objects.filter(pk=account_id, reserves_frozen=True).exists():
+        return AccountFrozen("new reserves on this account are frozen; contact support")
+    exposure = _finalize_exposure(account_id)
+    if exposure > exposure_limit:
+        return FinalizeBacklog(
+            "too much spend is still waiting to be finalized upstream; retry when it drains",
+            exposure=exposure,
+            limit=exposure_limit,
         )
-    _post(
-        event_type="billing_reserve",
-        billing_entry_id=entry.id,
-        correlation_id=correlation_id,
-        legs=[(account_id, Bucket.AVAILABLE, -estimated_cost), (account_id, Bucket.HELD, estimated_cost)],
-        now=now,
+    return InsufficientFunds(
+        "insufficient funds for this reserve", available=current.available, held=current.held, required=estimated_cost
     )
-    _audit_transition(
-        event_type="billing_reserve",
-        entry=entry,
-        from_state=EntryState.IDLE,
-        now=now,
-        extra={
-            "exchange_rate_snapshot": {
-                "credit_units_per_usd": str(entry.credit_units_per_usd),
-                "usd_usdc_rate": str(entry.usd_usdc_rate),
-                "frozen_at": now.isoformat(),
-            },
-            "expires_at": entry.expires_at.isoformat(),
-        },
-    )
-    return EntryResult(entry=entry, balance=balance)
+
+
+def _reserve_replay(*, account_id: int, estimated_cost: int, idempotency_key: str) -> EntryResult:
+    first = BillingEntry.objects.get(account_id=account_id, idempotency_key=idempotency_key)
+    if first.estimated_cost != estimated_cost:
+        raise IdempotencyKeyReused(
+            "this idempotency key was used for a reserve of a different amount", idempotency_key=idempotency_key
+        )
+    return EntryResult(entry=first, balance=account_balance(account_id=account_id), replayed=True)
 
 
 @counted("reserve")
@@ -161,24 +202,88 @@ def entry_reserve(
             f"ttl_seconds must be an integer between 1 and {settings.BILLING_RESERVE_TTL_MAX_SECONDS}",
             reason="invalid_ttl",
         )
+    entry_id = str(ULID())
+    expires_at = now + timedelta(seconds=ttl)
+    cu_per_usd = settings.CREDIT_UNITS_PER_USD
+    rate = settings.USD_USDC_RATE.quantize(RATE_QUANTUM)
+    exposure_limit = _finalize_exposure_limit()
+    payload = {
+        "account_id": str(account_id),
+        "from_state": EntryState.IDLE.value,
+        "to_state": EntryState.RESERVE_HELD.value,
+        "estimated_cost": _money(estimated_cost),
+        "actual_cost": None,
+        "exchange_rate_snapshot": {
+            "credit_units_per_usd": str(cu_per_usd),
+            "usd_usdc_rate": str(rate),
+            "frozen_at": now.isoformat(),
+        },
+        "expires_at": expires_at.isoformat(),
+    }
     try:
-        return _entry_reserve_txn(
-            account_id=account_id,
-            estimated_cost=estimated_cost,
-            correlation_id=correlation_id,
-            ttl_seconds=ttl,
-            idempotency_key=idempotency_key,
-            now=now,
+        row = _call(
+            _RESERVE_SQL,
+            [
+                entry_id,
+                account_id,
+                correlation_id,
+                estimated_cost,
+                cu_per_usd,
+                rate,
+                now,
+                expires_at,
+                idempotency_key,
+                exposure_limit,
+                canonical_json(payload).decode("utf-8"),
+                payload_crc32(payload),
+                bool(settings.FINN_GUARD_BYPASS),
+            ],
         )
-    except IntegrityError as exc:
-        if idempotency_key is None or not violates(exc, "billing_billingentry_account_idempotency_key_uniq"):
-            raise
-    first = BillingEntry.objects.get(account_id=account_id, idempotency_key=idempotency_key)
-    if first.estimated_cost != estimated_cost:
-        raise IdempotencyKeyReused(
-            "this idempotency key was used for a reserve of a different amount", idempotency_key=idempotency_key
-        )
-    return EntryResult(entry=first, balance=account_balance(account_id=account_id), replayed=True)
+    except _Refused as refused:
+        if refused.code == "idempotent_replay" and idempotency_key is not None:
+            return _reserve_replay(
+                account_id=account_id, estimated_cost=estimated_cost, idempotency_key=idempotency_key
+            )
+        if refused.code == "reserve_refused":
+            raise _reserve_refusal(
+                account_id=account_id, estimated_cost=estimated_cost, exposure_limit=exposure_limit
+            ) from None
+        if refused.code == "daily_cap_exceeded":
+            raise daily_cap_refusal(account_id=account_id, day=utc_day(now), what="reserve") from None
+        if refused.code == "invariant_violation":
+            _invariant(refused, account_id=account_id, estimate=estimated_cost)
+        raise
+    available, held, version, daily_cap, refill_threshold, cap_day, day_spent, day_held = row
+    counted = _counted(account_id, (available, held, version, daily_cap, refill_threshold, day_spent, day_held))
+    # Checked in the function (refused there unless the break glass is on); here it is counted.
+    guard("reserve_within_allocation", counted.balance.held >= estimated_cost, held=held, estimate=estimated_cost)
+    fields = {
+        "id": entry_id,
+        "correlation_id": correlation_id,
+        "state": EntryState.RESERVE_HELD.value,
+        "estimated_cost": estimated_cost,
+        "actual_cost": None,
+        "credit_units_per_usd": cu_per_usd,
+        "usd_usdc_rate": rate,
+        "rate_frozen_at": now,
+        "expires_at": expires_at,
+        "finalize_attempts": 0,
+        "idempotency_key": idempotency_key,
+        "release_reason": "",
+        "void_reason": "",
+        "voided_by": "",
+        "created_at": now,
+        "updated_at": now,
+        "account_id": account_id,
+        "escalated_at": None,
+        "fence_token": 0,
+        "finalize_last_error": "",
+        "next_attempt_at": None,
+        "cap_day": cap_day,
+    }
+    entry = BillingEntry.from_db(None, _ENTRY_ATTNAMES, [fields[name] for name in _ENTRY_ATTNAMES])
+    _after_commit(entry, counted, spent_delta=0, held_delta=estimated_cost)
+    return EntryResult(entry=entry, balance=counted.balance)
 
 
 class _CapOvershoot(Exception):
@@ -205,9 +310,9 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
     """
     _validate_amount("actual_cost", actual_cost, allow_zero=True)
     try:
-        return _entry_commit_txn(entry_id=entry_id, actual_cost=actual_cost, now=now, account_id=account_id)
+        return _entry_commit_call(entry_id=entry_id, actual_cost=actual_cost, now=now, account_id=account_id)
     except _CapOvershoot as overshoot:
-        result = _entry_commit_txn(
+        result = _entry_commit_call(
             entry_id=entry_id,
             actual_cost=overshoot.allowed,
             now=now,
@@ -218,113 +323,80 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
         return result
 
 
-@transaction.atomic(durable=True)
-def _entry_commit_txn(
+def _commit_refusal(*, entry_id: str, actual_cost: int) -> Exception:
+    """Why the account UPDATE of a commit matched nothing: no overcapture, or no funds for it."""
+    row = BillingEntry.objects.filter(pk=entry_id).values("estimated_cost", "account__allow_overcapture").first()
+    estimate = int(row["estimated_cost"]) if row else 0
+    if not (row and row["account__allow_overcapture"]):
+        return ExceedsHold(
+            f"actual cost {actual_cost} exceeds the hold of {estimate}",
+            estimated_cost=estimate,
+            actual_cost=actual_cost,
+        )
+    return InsufficientFunds("insufficient funds for the cost above the hold", required=actual_cost - estimate)
+
+
+def _entry_commit_call(
     *, entry_id: str, actual_cost: int, now: datetime, account_id: int | None, requested_actual: int | None = None
 ) -> EntryResult:
-    entry = _entry_cas(
-        entry_id=entry_id,
-        account_id=account_id,
-        target=EntryState.COMMITTED,
-        now=now,
-        set_sql="actual_cost = %s",
-        set_params=(actual_cost,),
-        require_unexpired=True,
-    )
-    estimate = entry.estimated_cost
-    guard("cost_non_negative", actual_cost >= 0, actual_cost=actual_cost)
-    refund = estimate - actual_cost  # negative when overcapturing
-    balance = _account_apply(
-        account_id=entry.account_id,
-        available_delta=refund,
-        held_delta=-estimate,
-        guard_sql="(%s >= 0 OR (allow_overcapture AND available + credit_limit + %s >= 0))",
-        guard_params=(refund, refund),
-    )
-    if balance is None:
-        allows = Account.objects.filter(pk=entry.account_id).values_list("allow_overcapture", flat=True).first()
-        if not allows:
-            raise ExceedsHold(
-                f"actual cost {actual_cost} exceeds the hold of {estimate}",
-                estimated_cost=estimate,
-                actual_cost=actual_cost,
-            )
-        raise InsufficientFunds("insufficient funds for the cost above the hold", required=actual_cost - estimate)
-    if entry.cap_day is not None and balance.daily_cap is not None:
-        if actual_cost > estimate:
-            allowed = _daily_remaining_for(
-                account_id=entry.account_id, day=entry.cap_day, cap=balance.daily_cap, estimate=estimate
-            )
-            if actual_cost > allowed:
-                raise _CapOvershoot(allowed)  # rolls this transaction back; the caller retries capped
-        spent, _ = _daily_settle(
-            account_id=entry.account_id, day=entry.cap_day, release_hold=estimate, spend=actual_cost
+    guard("cost_non_negative", 0 <= actual_cost <= MAX_AMOUNT, actual_cost=actual_cost)
+    try:
+        row = _call(
+            _COMMIT_SQL,
+            [
+                entry_id,
+                account_id,
+                actual_cost,
+                now,
+                system_account_id(SYSTEM_REVENUE),
+                bool(settings.FINALIZE_URL),
+                requested_actual,
+                bool(settings.FINN_GUARD_BYPASS),
+            ],
         )
-        guard("budget_conservation", spent <= balance.daily_cap, spent=spent, cap=balance.daily_cap)
-    guard("reserve_within_allocation", balance.held >= 0, held=balance.held, estimate=estimate)
-    _post(
-        event_type="billing_commit",
-        billing_entry_id=entry.id,
-        correlation_id=entry.correlation_id,
-        legs=[
-            (entry.account_id, Bucket.HELD, -estimate),
-            (system_account_id(SYSTEM_REVENUE), Bucket.AVAILABLE, actual_cost),
-            (entry.account_id, Bucket.AVAILABLE, refund),
-        ],
-        now=now,
-    )
-    _audit_transition(event_type="billing_commit", entry=entry, from_state=EntryState.RESERVE_HELD, now=now)
-    if requested_actual is not None:
-        _audit_transition(
-            event_type="billing_daily_cap_applied",
-            entry=entry,
-            from_state=EntryState.RESERVE_HELD,
-            now=now,
-            reason="actual cost capped to the agent's daily cap",
-            extra={"requested_actual_cost": str(requested_actual), "charged_actual_cost": str(actual_cost)},
-        )
-    if balance.daily_cap is not None or balance.refill_threshold is not None:
-        _low_balance_check(balance=balance, day=utc_day(now), now=now)
-    if settings.FINALIZE_URL:
-        entry = _entry_mark_finalize_pending(entry_id=entry.id, now=now)
+    except _Refused as refused:
+        if refused.code == "cas_miss":
+            raise _explain_cas_miss(
+                entry_id=entry_id, account_id=account_id, target=EntryState.COMMITTED, now=now, check_expiry=True
+            ) from None
+        if refused.code == "commit_refused":
+            raise _commit_refusal(entry_id=entry_id, actual_cost=actual_cost) from None
+        if refused.code == "cap_overshoot":
+            raise _CapOvershoot(int(refused.detail)) from None
+        if refused.code == "invariant_violation":
+            _invariant(refused, entry_id=entry_id, actual_cost=actual_cost)
+        raise
+    entry = _entry_from_row(row[:_ENTRY_WIDTH])
+    counted = _counted(entry.account_id, row[_ENTRY_WIDTH : _ENTRY_WIDTH + 7])
+    balance = counted.balance
+    if counted.day_spent is not None and balance.daily_cap is not None:
+        guard("budget_conservation", counted.day_spent <= balance.daily_cap, spent=counted.day_spent)
+    guard("reserve_within_allocation", balance.held >= 0, held=balance.held, estimate=entry.estimated_cost)
+    _after_commit(entry, counted, spent_delta=actual_cost, held_delta=-entry.estimated_cost)
+    if row[_ENTRY_WIDTH + 7]:  # first time today under the refill threshold
+        low_balance_publish(balance=balance, day=utc_day(now))
+    if entry.state == EntryState.FINALIZE_PENDING:
+        entry_finalize_enqueue(entry.id)
     return EntryResult(entry=entry, balance=balance)
 
 
 @counted("release")
-@transaction.atomic(durable=True)
 def entry_release(*, entry_id: str, reason: str, now: datetime, account_id: int | None = None) -> EntryResult:
     """Return the whole hold of a reserved entry to available."""
     if reason not in ReleaseReason.values:
         raise InvalidRequest(f"reason must be one of: {', '.join(ReleaseReason.values)}", reason="invalid_reason")
-    entry = _entry_cas(
-        entry_id=entry_id,
-        account_id=account_id,
-        target=EntryState.RELEASED,
-        now=now,
-        set_sql="release_reason = %s",
-        set_params=(reason,),
-    )
-    estimate = entry.estimated_cost
-    balance = _account_apply(account_id=entry.account_id, available_delta=estimate, held_delta=-estimate)
-    assert balance is not None  # no guard: the row exists (FK) and is not a system account
-    if entry.cap_day is not None:
-        _daily_settle(account_id=entry.account_id, day=entry.cap_day, release_hold=estimate, spend=0)
-    _post(
-        event_type="billing_release",
-        billing_entry_id=entry.id,
-        correlation_id=entry.correlation_id,
-        legs=[(entry.account_id, Bucket.HELD, -estimate), (entry.account_id, Bucket.AVAILABLE, estimate)],
-        now=now,
-    )
-    _audit_transition(
-        event_type="billing_release",
-        entry=entry,
-        from_state=EntryState.RESERVE_HELD,
-        now=now,
-        reason=reason,
-        extra={"reason": reason},
-    )
-    return EntryResult(entry=entry, balance=balance)
+    try:
+        row = _call(_RELEASE_SQL, [entry_id, account_id, reason, now])
+    except _Refused as refused:
+        if refused.code == "cas_miss":
+            raise _explain_cas_miss(
+                entry_id=entry_id, account_id=account_id, target=EntryState.RELEASED, now=now
+            ) from None
+        raise
+    entry = _entry_from_row(row[:_ENTRY_WIDTH])
+    counted = _counted(entry.account_id, row[_ENTRY_WIDTH : _ENTRY_WIDTH + 7])
+    _after_commit(entry, counted, spent_delta=0, held_delta=-entry.estimated_cost)
+    return EntryResult(entry=entry, balance=counted.balance)
 
 
 @counted("void")

@@ -5,6 +5,8 @@ The entries table is the queue: a wake-up message is sent on commit by task name
 ``next_attempt_at``.
 """
 
+from __future__ import annotations
+
 from datetime import datetime
 from typing import Any
 

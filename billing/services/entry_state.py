@@ -4,6 +4,8 @@ Of two racing callers only one UPDATE matches ``state IN sources``; the other ch
 and gets a typed error explaining why (cold path).
 """
 
+from __future__ import annotations
+
 import logging
 from datetime import datetime
 from typing import Any

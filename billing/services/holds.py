@@ -1,5 +1,7 @@
 """Hold expiry: every expired RESERVE_HELD entry released, set-based, one sweeper at a time."""
 
+from __future__ import annotations
+
 from datetime import date, datetime
 
 from django.conf import settings

@@ -5,6 +5,8 @@ where a caller could forget); none opens one of its own. ``_post`` writes a jour
 postings in one statement; the database checks the zero sum per denomination at commit.
 """
 
+from __future__ import annotations
+
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal

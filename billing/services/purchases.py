@@ -4,6 +4,8 @@ Paid from credit: under the member's distributed lock (Redis down → 503, fail 
 PostgreSQL advisory lock, in one durable transaction, once per idempotency key.
 """
 
+from __future__ import annotations
+
 import contextlib
 from datetime import datetime
 from typing import Any

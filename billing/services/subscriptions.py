@@ -4,6 +4,8 @@ These run inside the caller's transaction (the webhook pipeline records the even
 processed in the same transaction), so they open none of their own.
 """
 
+from __future__ import annotations
+
 import contextlib
 from datetime import UTC, datetime, timedelta
 from typing import Any

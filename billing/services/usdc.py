@@ -5,6 +5,8 @@ Journals never mix denominations: µUSDC legs balance through ``system:fx_cleari
 are never recognized above what was paid). These run inside the caller's transaction.
 """
 
+from __future__ import annotations
+
 from datetime import datetime
 from decimal import Decimal
 from typing import Any

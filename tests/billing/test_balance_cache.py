@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.test import override_settings
 from django.utils import timezone
@@ -61,3 +63,23 @@ def test_money_moves_when_redis_is_down(make_account) -> None:
     # then: the ledger moved; only the derived cache is stale
     assert (result.balance.available, result.balance.held) == (7_000, 3_000)
     assert Account.objects.get(pk=funded.pk).held == 3_000
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_background_writer_fills_the_cache_off_the_response_path(make_account) -> None:
+    # given: writes handed to the background thread (the default outside the suite)
+    funded = make_account(10_000)
+    with override_settings(BALANCE_CACHE_ASYNC=True):
+        # when
+        result = services.entry_reserve(
+            account_id=funded.pk, estimated_cost=400, correlation_id="c", now=timezone.now()
+        )
+    # then: the thread writes it shortly after, with the row's version
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and balance_cache_read(funded.pk) != {
+        "available": 9_600,
+        "held": 400,
+        "version": result.balance.version,
+    }:
+        time.sleep(0.02)
+    assert balance_cache_read(funded.pk) == {"available": 9_600, "held": 400, "version": result.balance.version}
