@@ -13,7 +13,7 @@ One billed request = reserve (POST /api/v1/billing/entries) + its commit. Scenar
 - ``hot``: the same against one account.
 - ``inprocess``: finn's services called directly (no HTTP), 2 processes x 4 threads.
 
-For the HTTP scenarios it reads the CPU time of the gunicorn processes (/proc) before and after,
+For the HTTP scenarios it reads the CPU time of the web server's processes (/proc) before and after,
 and prints the web-process CPU per HTTP request. Last it runs the pgbench anchor
 (``bench/anchor/raw_anchor.sh``, a copy of ../shared/bench: reserve and commit as two prepared
 plpgsql calls) with the same connection count and prints every figure as a ratio to it, since
@@ -104,7 +104,8 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
-SERVER_PATTERN = "gunicorn finn.wsgi"
+DEFAULT_SERVER_PATTERN = "granian .*finn.wsgi|gunicorn finn.wsgi"
+SERVER_PATTERN = DEFAULT_SERVER_PATTERN
 
 
 def run_wrk(url: str, keys: list[str], connections: int, seconds: int, warmup: int = 0) -> dict[str, Any]:
@@ -222,7 +223,7 @@ def main() -> None:
     parser.add_argument("--credit", type=int, default=10**12, help="µUSD minted per bench account")
     parser.add_argument("--warmup", type=int, default=5, help="unmeasured seconds of load before each HTTP run")
     parser.add_argument("--no-anchor", action="store_true", help="skip the pgbench anchor")
-    parser.add_argument("--server-pattern", default="gunicorn finn.wsgi", help="pgrep -f pattern of the web processes")
+    parser.add_argument("--server-pattern", default=DEFAULT_SERVER_PATTERN, help="pgrep -f regex of the web processes")
     parser.add_argument("--inprocess-worker", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     global SERVER_PATTERN  # one command-line setting, read by run_wrk

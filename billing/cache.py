@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time as time_module
 from datetime import UTC, date, datetime, time, timedelta
 
 import redis
@@ -26,6 +27,7 @@ from finn.redis import SCRIPTS, get_redis, register_script, run_script
 logger = logging.getLogger(__name__)
 
 BALANCE_CACHE_TTL_SECONDS = 7 * 24 * 3600
+COALESCE_SECONDS = 0.05
 
 
 def balance_cache_key(account_id: int) -> str:
@@ -82,6 +84,7 @@ class _BalanceWriter:
     def _run(self) -> None:
         while True:
             self._wake.wait()
+            time_module.sleep(COALESCE_SECONDS)  # let a burst of commits share one pipeline
             self._wake.clear()
             with self._lock:
                 batch, self._pending = list(self._pending.values()), {}

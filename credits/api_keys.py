@@ -164,9 +164,13 @@ def _listen() -> None:
             pubsub = get_redis().pubsub(ignore_subscribe_messages=True)
             pubsub.subscribe(FORGET_CHANNEL)
             _local.clear()  # anything published while unsubscribed is lost: start afresh
-            for message in pubsub.listen():
-                data = message.get("data")
-                _local.pop(data.decode() if isinstance(data, bytes) else str(data), None)
+            while True:
+                # Polls with a timeout below the client's socket timeout, so an idle channel
+                # is not mistaken for a dropped connection.
+                message = pubsub.get_message(timeout=0.5)
+                if message is not None:
+                    data = message.get("data")
+                    _local.pop(data.decode() if isinstance(data, bytes) else str(data), None)
         except Exception as exc:  # Redis down or the connection dropped: retry, keep serving
             logger.warning("api key forget listener reconnecting", extra={"error": type(exc).__name__})
             _local.clear()

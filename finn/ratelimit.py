@@ -174,7 +174,9 @@ class _SyncedCounters:
         with self._lock:
             for key in [k for k, st in self._state.items() if now - st[4] > st[3] and st[0] == 0]:
                 del self._state[key]  # idle for a whole window: forget it
-            work = [(key, st[0], st[3]) for key, st in self._state.items()]
+            # Only keys counted since the last sync: their push also answers the window's total.
+            # An idle key's view of other processes ages until its next hit is pushed.
+            work = [(key, st[0], st[3]) for key, st in self._state.items() if st[0] > 0]
             for key, pending, _ in work:
                 self._state[key][0] -= pending
         if not work:

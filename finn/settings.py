@@ -203,7 +203,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "finn.web.ReportingEndpointsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "finn.metrics_middleware.PrometheusAfterMiddleware",
 ]
 
 # The API's hot routes (finn/wsgi.py): the same stack without the browser middleware.
@@ -213,7 +213,7 @@ API_MIDDLEWARE = [
     "finn.logging.RequestContextMiddleware",
     "finn.ratelimit.RateLimitHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
+    "finn.metrics_middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "finn.urls"
@@ -240,8 +240,8 @@ TEMPLATES = [
 _db = dj_database_url.parse(
     DATABASE_URL or "", conn_max_age=60, conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False)
 )
-# django-prometheus wraps the psycopg 3 backend to count queries and errors.
-_db["ENGINE"] = "django_prometheus.db.backends.postgresql"
+# PostgreSQL with django-prometheus's database metrics, cheap per statement (finn/db_backend).
+_db["ENGINE"] = "finn.db_backend"
 _db.setdefault("OPTIONS", {})
 _db["OPTIONS"].setdefault("connect_timeout", 5)
 if DB_PREPARED_STATEMENTS:

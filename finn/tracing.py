@@ -1,8 +1,9 @@
 """Optional OpenTelemetry traces: off unless OTEL_ENABLED=true (then no spans, no overhead).
 
 Console exporter by default, OTLP/HTTP when OTEL_EXPORTER_OTLP_ENDPOINT is set.
-``tracing_init()`` runs after fork (gunicorn ``post_fork``, Celery
-``worker_process_init``), because an exporter's thread does not survive a fork.
+``tracing_init()`` runs in each serving process, after any fork (``finn/wsgi.py`` when a
+web worker loads the app, gunicorn's ``post_worker_init``, Celery's ``worker_process_init``),
+because an exporter's thread does not survive a fork; it is idempotent per process.
 ``span(name, **attributes)`` nests: the payment path is x402.quote → x402.verify →
 x402.settle → billing.finalize → billing.ledger, each with the correlation id.
 Celery tasks continue the publisher's trace (context in the message headers).
@@ -18,6 +19,7 @@ from typing import Any
 from django.conf import settings
 
 _provider: Any = None
+_provider_pid = 0
 
 
 def tracing_enabled() -> bool:
@@ -25,8 +27,10 @@ def tracing_enabled() -> bool:
 
 
 def tracing_init(*, exporter: Any = None) -> None:
-    """Install the tracer provider of this process (no-op when tracing is off)."""
-    global _provider
+    """Install the tracer provider of this process (no-op when tracing is off, or already done here)."""
+    global _provider, _provider_pid
+    if exporter is None and _provider is not None and _provider_pid == os.getpid():
+        return  # once per process: the web server's hook and the WSGI module may both call it
     if not settings.OTEL_ENABLED and exporter is None:
         _provider = None
         return
@@ -44,6 +48,7 @@ def tracing_init(*, exporter: Any = None) -> None:
     else:
         provider.add_span_processor(BatchSpanProcessor(ConsoleSpanExporter()))
     _provider = provider
+    _provider_pid = os.getpid()
 
 
 def tracing_shutdown() -> None:

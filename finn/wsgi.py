@@ -18,6 +18,8 @@ from django.conf import settings
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.wsgi import get_wsgi_application
 
+from finn.tracing import tracing_init
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finn.settings")
 _full = get_wsgi_application()  # django.setup() happens here
 
@@ -38,6 +40,7 @@ class _ApiHandler(WSGIHandler):
 
 _api = _ApiHandler()
 _API_PREFIXES = tuple(settings.API_MIDDLEWARE_PREFIXES)
+tracing_init()  # each web worker imports this module after its fork (granian, gunicorn)
 
 
 def application(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
