@@ -85,7 +85,9 @@ class BillingEntry(models.Model):
     """One billed request: reserve an estimate, then commit, release or void."""
 
     id = models.CharField(primary_key=True, max_length=26)
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries")
+    # No single-column index: (account_id, created_at) serves every lookup by account, and each
+    # state change of an entry rewrites all its index entries (the hot path's commit).
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="entries", db_index=False)
     correlation_id = models.CharField(max_length=128)
     state = models.CharField(max_length=20, choices=EntryState.choices)
     estimated_cost = models.BigIntegerField()
@@ -216,7 +218,8 @@ class Posting(models.Model):
     """A signed change of one account bucket; positive credits, negative debits."""
 
     journal_entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings")
+    # Covered by billing_posting_account_idx (account_id, bucket); one index less per posting.
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings", db_index=False)
     bucket = models.CharField(max_length=10, choices=Bucket.choices)
     delta = models.BigIntegerField()
     denomination = models.CharField(max_length=12, choices=Denomination.choices, default=Denomination.MICRO_USD)
