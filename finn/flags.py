@@ -26,12 +26,14 @@ CACHE_SECONDS = 60
 
 
 class FeatureDisabled(DomainError):
+    """A feature turned off is not an outage: 404 (clients and fuzzers do not retry it as a 5xx)."""
+
     code = "feature_disabled"
-    status = 503
+    status = 404
 
 
 def require_feature(name: str, message: str) -> None:
-    """503 ``feature_disabled`` (with ``message``) unless the flag ``name`` is on."""
+    """404 ``feature_disabled`` (with ``message``) unless the flag ``name`` is on; 503 stays for outages."""
     if not feature_enabled(name):
         raise FeatureDisabled(message)
 

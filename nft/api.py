@@ -24,7 +24,7 @@ _ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="invalid input (invalid_collection, invalid_voice, ...)"),
     401: OpenApiResponse(ErrorSerializer, description="not signed in"),
     403: OpenApiResponse(ErrorSerializer, description="not_owner / not_allowlisted"),
-    503: OpenApiResponse(ErrorSerializer, description="feature_disabled"),
+    404: OpenApiResponse(ErrorSerializer, description="feature_disabled (the feature is turned off)"),
 }
 
 

@@ -54,11 +54,10 @@ _RESPONSES = {
     402: OpenApiResponse(
         ErrorSerializer, description="payment_required (with the quote) or a refusal code (quote_not_found, ...)"
     ),
+    404: OpenApiResponse(ErrorSerializer, description="feature_disabled (x402 is turned off)"),
     409: OpenApiResponse(ErrorSerializer, description="settlement_in_progress"),
     429: OpenApiResponse(ErrorSerializer, description="rate_limited"),
-    503: OpenApiResponse(
-        ErrorSerializer, description="feature_disabled, settlement_unavailable, verification_queue_full"
-    ),
+    503: OpenApiResponse(ErrorSerializer, description="settlement_unavailable, verification_queue_full"),
 }
 
 

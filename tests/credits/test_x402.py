@@ -91,7 +91,7 @@ def test_v1_form_on_request(facilitator) -> None:
 @pytest.mark.django_db
 @pytest.mark.parametrize(
     ("settings_override", "status", "code"),
-    [({"FEATURE_X402": False}, 503, "feature_disabled")],
+    [({"FEATURE_X402": False}, 404, "feature_disabled")],
 )
 def test_feature_flag_off(facilitator, settings_override, status, code) -> None:
     with override_settings(**settings_override):

@@ -84,7 +84,7 @@ def test_not_allowlisted_flag_off_and_no_wallet_are_refused() -> None:
     _allow(wallet)
     feature_flag_set(name="onboarding", enabled=False, actor="test", now=timezone.now())
     off = _post(owner, "/start")
-    assert (off.status_code, off.json()["code"]) == (503, "feature_disabled")
+    assert (off.status_code, off.json()["code"]) == (404, "feature_disabled")
     assert _post(Client(), "/start").status_code == 401
     assert not OnboardingSession.objects.exists()
 
