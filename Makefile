@@ -22,7 +22,7 @@ RUN_X402 := FEATURE_X402=$${FEATURE_X402:-true} \
 	X402_PAY_TO=$${X402_PAY_TO:-0x000000000000000000000000000000000000dead} \
 	X402_FACILITATOR_URL=$${X402_FACILITATOR_URL-https://x402.org/facilitator}
 
-.PHONY: help run test services browser install install-dev database lint bench load
+.PHONY: help run test services browser install install-dev database lint bench load fuzz
 
 help:
 	@echo "make run   - start finn (web + worker + beat) with a seeded demo account"
@@ -122,6 +122,10 @@ bench: install
 	@command -v wrk >/dev/null 2>&1 || { echo "installing Debian package: wrk"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
+
+# Long fuzzing rounds of the public parsers (make test runs short ones): 20,000 examples each.
+fuzz: services install-dev
+	FINN_FUZZ_PROFILE=long REDIS_URL=redis://127.0.0.1:6379/15 $(BIN)/pytest -q tests/fuzz
 
 # The seeds' load scenarios against their own finn (gunicorn + Celery on a spare port, database
 # finn_load, Redis DB 13): table on stdout, JSON + latency histogram PNG in bench/results/.

@@ -226,16 +226,31 @@ def normalize_stripe(body: Any) -> NormalizedEvent:
     )
 
 
-def normalize_standard(body: Any) -> NormalizedEvent:
-    """finn's own event JSON (see README): already normalized."""
-    _require(body, "id", "type", "occurred_at", "data")
-    data = body["data"] if isinstance(body["data"], dict) else {}
-    raw_type = str(body["type"])
+def normalize_standard(
+    body: Any, *, webhook_id: str | None = None, webhook_timestamp: str | None = None
+) -> NormalizedEvent:
+    """A Standard Webhooks message: ``{"type", "timestamp", "data"}``, its id in ``webhook-id``.
+
+    Per the spec the id and the send time travel in the headers (the signature covers both);
+    the body's ``timestamp`` (ISO 8601) is when the event happened, falling back to the
+    header's. Bodies written before finn followed the spec (``id``, ``occurred_at``) are still
+    read. Types finn does not map are stored and acknowledged (then skipped), never refused.
+    """
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str) or not isinstance(body.get("data"), dict):
+        raise InvalidEvent('a Standard Webhooks body needs "type" (a string) and "data" (an object)')
+    event_id = webhook_id or body.get("id")
+    if not event_id:
+        raise InvalidEvent("the message needs a webhook-id")
+    data = body["data"]
+    raw_type = body["type"][:128]  # the stored column's width
+    occurred_at = _iso(body.get("timestamp")) or _iso(body.get("occurred_at"))
+    if occurred_at is None and webhook_timestamp and webhook_timestamp.isdigit():
+        occurred_at = datetime.fromtimestamp(int(webhook_timestamp), tz=UTC)
     return NormalizedEvent(
-        event_id=str(body["id"]),
+        event_id=str(event_id)[:255],
         raw_type=raw_type,
         event_type=raw_type if raw_type in NORMALIZED_TYPES else "",
-        occurred_at=_iso(body["occurred_at"]) or datetime.now(UTC),
+        occurred_at=occurred_at or datetime.now(UTC),
         data={
             "subscription_id": data.get("subscription_id"),
             "transaction_id": data.get("transaction_id"),

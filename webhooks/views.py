@@ -140,5 +140,9 @@ def standard(request: HttpRequest) -> JsonResponse:
             now=time.time(),
             tolerance=settings.WEBHOOK_TOLERANCE_SECONDS,
         ),
-        normalize_standard,
+        lambda body: normalize_standard(
+            body,
+            webhook_id=request.headers.get("webhook-id"),
+            webhook_timestamp=request.headers.get("webhook-timestamp"),
+        ),
     )

@@ -9,7 +9,6 @@ eth-account. Nothing here writes: the services in ``credits.services`` do.
 from __future__ import annotations
 
 import base64
-import binascii
 import json
 import re
 import threading
@@ -210,7 +209,7 @@ def decode_payment(raw: str, *, version_hint: int) -> DecodedPayment:
     """Decode a ``PAYMENT-SIGNATURE`` (v2) or ``X-PAYMENT`` (v1) header; 400 ``invalid_payment`` if malformed."""
     try:
         data = json_loads_untrusted(base64.b64decode(raw.strip(), validate=True), max_bytes=MAX_PAYMENT_HEADER_BYTES)
-    except (binascii.Error, UntrustedJsonError):
+    except (ValueError, UntrustedJsonError):  # binascii.Error and non-ASCII text are ValueErrors
         raise InvalidPayment("payment header is not base64 of JSON") from None
     if not isinstance(data, dict):
         raise InvalidPayment("payment header must hold a JSON object")

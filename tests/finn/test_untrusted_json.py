@@ -214,3 +214,17 @@ def test_a_signed_webhook_of_deep_json_is_400_and_stores_nothing(provider: str, 
     assert response.json()["code"] == "invalid_event"
     assert elapsed < BOUND_SECONDS
     assert WebhookEvent.objects.count() == 0
+
+
+@pytest.mark.django_db
+def test_a_payment_header_with_non_ascii_text_is_400_not_500() -> None:
+    # found by tests/fuzz: base64 of a str with a non-ASCII character raised past the handler
+    with override_settings(**X402_SETTINGS):
+        response = Client(raise_request_exception=False).post(
+            "/api/v1/x402/invoke",
+            data={"model": "echo", "prompt": "hi"},
+            content_type="application/json",
+            headers={"PAYMENT-SIGNATURE": "\x80é=="},
+        )
+    assert response.status_code == 400, response.content
+    assert response.json()["code"] == "invalid_payment"
