@@ -89,7 +89,10 @@ class _BalanceWriter:
             with self._lock:
                 batch, self._pending = list(self._pending.values()), {}
             if batch:
-                balance_cache_write_many(batch)
+                try:
+                    balance_cache_write_many(batch)  # Redis errors are logged and counted inside
+                except Exception:  # anything else: log it and keep the thread alive
+                    logger.exception("balance cache writer failed", extra={"accounts": len(batch)})
 
     def pending(self) -> int:
         with self._lock:

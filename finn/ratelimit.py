@@ -141,6 +141,7 @@ class _SyncedCounters:
         self._state: dict[str, list[Any]] = {}
         self._wake = threading.Event()
         self._pid = 0
+        self._failing = False
 
     def hit(self, key: str, limit: int, window: int) -> RateDecision:
         now = time.monotonic()
@@ -165,8 +166,11 @@ class _SyncedCounters:
             self._wake.clear()
             try:
                 self.sync()
+                self._failing = False
             except Exception as exc:  # Redis down: keep counting locally, retry next tick
-                logger.warning("rate limit sync failed", extra={"error": type(exc).__name__})
+                if not self._failing:  # one line per outage, not one per second
+                    logger.warning("rate limit sync failed", extra={"error": type(exc).__name__})
+                self._failing = True
 
     def sync(self) -> None:
         """Push pending counts and read every active key's window total (one pipeline)."""
