@@ -11,15 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from django.conf import settings
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
-from django.template.response import TemplateResponse
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
 from billing import selectors, services
-from billing.finalize import finalize_bulk_replay_enqueue
 from billing.models import (
     Account,
     BadgePurchase,
@@ -31,10 +28,8 @@ from billing.models import (
     Posting,
     Subscription,
 )
-from billing.services import entry_finalize_enqueue
 from billing.states import EntryState
-from finn.admin_base import ReadOnlyAdmin
-from finn.errors import DomainError
+from finn.admin_base import ConfirmRow, ReadOnlyAdmin, confirm_with_reason
 
 
 @admin.register(Account)
@@ -86,7 +81,9 @@ class AccountIdFilter(admin.SimpleListFilter):
 
 
 class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
-    """Finalize and void with a confirmation page and a required reason."""
+    """Finalize, void and replay: second factor, a confirmation page and a required reason."""
+
+    HEADERS = ["entry", "account", "state", "estimate (µUSD)", "actual (µUSD)"]
 
     def _confirm(
         self,
@@ -94,62 +91,45 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
         queryset: QuerySet[BillingEntry],
         *,
         action: str,
+        permission: str,
         title: str,
         explanation: str,
         outcome: str,
+        sources: set[str],
         submit_label: str,
         apply: Callable[[BillingEntry, str], object],
-    ) -> TemplateResponse | None:
-        """Ask for a reason on a confirmation page, then apply the service per entry."""
-        reason = (request.POST.get("reason") or "").strip()
-        error = ""
-        if request.POST.get("confirmed") == "yes":
-            if reason:
-                done, refused = 0, []
-                for entry in queryset.order_by("pk"):
-                    try:
-                        apply(entry, reason)
-                        done += 1
-                    except DomainError as exc:
-                        refused.append(f"{entry.pk}: {exc.message}")
-                self.message_user(request, f"{done} entr{'y' if done == 1 else 'ies'} done.")
-                if refused:
-                    self.message_user(request, "Left unchanged: " + "; ".join(refused), messages.ERROR)
-                return None
-            error = "A reason is required."
-        entries = list(queryset.select_related("account").order_by("pk"))
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "explanation": explanation,
-            "entries": [
-                {"entry": entry, "what": outcome if entry.state in self._sources(action) else "cannot: left unchanged"}
-                for entry in entries
-            ],
-            "action": action,
-            "reason": reason,
-            "error": error,
-            "submit_label": submit_label,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/billing/confirm_action.html", context)
+    ) -> HttpResponse | None:
+        def row(entry: BillingEntry) -> ConfirmRow:
+            cells = [entry.pk, entry.account_id, entry.state, entry.estimated_cost, entry.actual_cost]
+            return ConfirmRow(entry.pk, cells, outcome if entry.state in sources else "cannot: left unchanged")
 
-    @staticmethod
-    def _sources(action: str) -> set[str]:
-        if action == "finalize_by_hand":
-            return {EntryState.FINALIZE_FAILED}
-        return {EntryState.COMMITTED, EntryState.FINALIZE_FAILED}
+        return confirm_with_reason(
+            self,
+            request,
+            queryset,
+            action=action,
+            permission=permission,
+            title=title,
+            explanation=explanation,
+            headers=self.HEADERS,
+            row=row,
+            submit_label=submit_label,
+            apply=apply,
+            noun=("entry", "entries"),
+        )
 
     @admin.action(description="Finalize by hand (FINALIZE_FAILED → FINALIZE_ACKED)", permissions=["finalize"])
-    def finalize_by_hand(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> TemplateResponse | None:
+    def finalize_by_hand(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> HttpResponse | None:
         actor = request.user.get_username()
         return self._confirm(
             request,
             queryset,
             action="finalize_by_hand",
+            permission="billing.finalize_billingentry",
             title="Finalize by hand",
             explanation="Poison entries settled upstream by hand are marked FINALIZE_ACKED. No money moves.",
             outcome="FINALIZE_FAILED → FINALIZE_ACKED",
+            sources={EntryState.FINALIZE_FAILED},
             submit_label="Finalize",
             apply=lambda entry, reason: services.entry_finalize_ack(
                 entry_id=entry.pk, response_status=0, now=timezone.now(), actor=actor, reason=reason, manual=True
@@ -157,15 +137,17 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
         )
 
     @admin.action(description="Void and refund (COMMITTED or FINALIZE_FAILED → VOIDED)", permissions=["void"])
-    def void_entries(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> TemplateResponse | None:
+    def void_entries(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> HttpResponse | None:
         actor = request.user.get_username()
         return self._confirm(
             request,
             queryset,
             action="void_entries",
+            permission="billing.void_billingentry",
             title="Void and refund",
             explanation="The actual cost of each entry goes back to its account's available credit.",
             outcome="→ VOIDED, actual cost refunded",
+            sources={EntryState.COMMITTED, EntryState.FINALIZE_FAILED},
             submit_label="Void",
             apply=lambda entry, reason: services.entry_void(
                 entry_id=entry.pk, reason=reason, actor=actor, now=timezone.now()
@@ -173,16 +155,32 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
         )
 
     @admin.action(description="Retry the selected poison entries upstream", permissions=["finalize"])
-    def replay_selected(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> None:
-        ids = list(queryset.filter(state=EntryState.FINALIZE_FAILED).values_list("pk", flat=True))
-        for entry_id in ids:
-            entry_finalize_enqueue(entry_id, replay=True)
-        self.message_user(request, f"{len(ids)} poison entr{'y' if len(ids) == 1 else 'ies'} queued for replay.")
+    def replay_selected(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> HttpResponse | None:
+        return self._replay(request, queryset, action="replay_selected")
 
-    @admin.action(description="Replay all poison entries upstream", permissions=["finalize"])
-    def replay_poison(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> None:
-        finalize_bulk_replay_enqueue(concurrency=settings.FINALIZE_REPLAY_CONCURRENCY, limit=100)
-        self.message_user(request, "Replay of poison entries queued.")
+    @admin.action(description="Retry all poison entries upstream (the oldest 100)", permissions=["finalize"])
+    def replay_poison(self, request: HttpRequest, queryset: QuerySet[BillingEntry]) -> HttpResponse | None:
+        if request.POST.get("confirmed") != "yes":  # the confirmation page lists them; its POST selects them
+            oldest = BillingEntry.objects.filter(state=EntryState.FINALIZE_FAILED).order_by("updated_at")
+            queryset = BillingEntry.objects.filter(pk__in=list(oldest.values_list("pk", flat=True)[:100]))
+        return self._replay(request, queryset, action="replay_poison")
+
+    def _replay(self, request: HttpRequest, queryset: QuerySet[BillingEntry], *, action: str) -> HttpResponse | None:
+        actor = request.user.get_username()
+        return self._confirm(
+            request,
+            queryset,
+            action=action,
+            permission="billing.finalize_billingentry",
+            title="Retry upstream",
+            explanation="Each poison entry is sent to the upstream ledger again by the finalize worker.",
+            outcome="retried upstream",
+            sources={EntryState.FINALIZE_FAILED},
+            submit_label="Retry",
+            apply=lambda entry, reason: services.entry_finalize_replay_request(
+                entry_id=entry.pk, actor=actor, reason=reason, now=timezone.now()
+            ),
+        )
 
     def has_finalize_permission(self, request: HttpRequest) -> bool:
         return bool(request.user.has_perm("billing.finalize_billingentry"))

@@ -90,7 +90,15 @@ def _apply(pipe: Any, envelope: dict[str, Any]) -> bool:
         move(int(payload["amount"]), 0)
     elif event == "credit_spend":
         move(-int(payload["amount"]), 0)
-    elif event in ("billing_reconciliation", "billing_balance_repair"):
+    elif event in (
+        "billing_reconciliation",
+        "billing_balance_repair",
+        "billing_finalize_replay_requested",
+        "webhook_replay",
+        "api_key_issued",
+        "api_key_revoked",
+        "second_factor_enrolled",
+    ):
         pass  # recorded for the audit trail; no billing state to rebuild
     else:
         return False

@@ -13,7 +13,8 @@ from django.utils import timezone
 
 from credits.api_keys import api_key_create, api_key_rate_limit_set, api_key_revoke
 from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
-from finn.admin_base import ReadOnlyAdmin
+from finn.admin_base import ReadOnlyAdmin, SecondFactorEditsMixin, require_second_factor
+from finn.second_factor import admin_audit_context
 
 
 class ApiKeyCreateForm(forms.ModelForm):
@@ -23,7 +24,7 @@ class ApiKeyCreateForm(forms.ModelForm):
 
 
 @admin.register(ApiKey)
-class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
+class ApiKeyAdmin(SecondFactorEditsMixin, admin.ModelAdmin[ApiKey]):
     list_display = ["prefix", "account", "name", "rate_limit_per_minute", "created_at", "revoked_at"]
     list_select_related = ["account"]
     raw_id_fields = ["account"]
@@ -42,6 +43,11 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
         return ["account", "name", "prefix", "key_hash", "created_at", "revoked_at"]
 
     def save_model(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
+        require_second_factor(request, "credits.change_apikey" if change else "credits.add_apikey")
+        with admin_audit_context(request):
+            self._save(request, obj, form, change)
+
+    def _save(self, request: HttpRequest, obj: ApiKey, form: Any, change: bool) -> None:
         if change:
             # Only the rate limit can change (the key itself is immutable: revoke and create).
             if "rate_limit_per_minute" in form.changed_data:
@@ -52,7 +58,9 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
                     now=timezone.now(),
                 )
             return
-        issued = api_key_create(account=obj.account, name=obj.name, now=timezone.now())
+        issued = api_key_create(
+            account=obj.account, name=obj.name, now=timezone.now(), actor=request.user.get_username()
+        )
         obj.pk = issued.api_key.pk
         obj.prefix = issued.api_key.prefix
         obj.key_hash = issued.api_key.key_hash
@@ -68,9 +76,11 @@ class ApiKeyAdmin(admin.ModelAdmin[ApiKey]):
 
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
-        now = timezone.now()
-        for api_key in queryset:
-            api_key_revoke(api_key=api_key, now=now)
+        require_second_factor(request, "credits.change_apikey")
+        now, actor = timezone.now(), request.user.get_username()
+        with admin_audit_context(request):
+            for api_key in queryset:
+                api_key_revoke(api_key=api_key, now=now, actor=actor)
         self.message_user(request, f"Revoked {queryset.count()} key(s).")
 
 

@@ -47,18 +47,31 @@ def api_key_hash(secret: str) -> str:
     return hashlib.sha256(secret.encode("utf-8")).hexdigest()
 
 
-def _issue(*, account: Account, secret: str, name: str, now: datetime) -> IssuedKey:
+def _issue(*, account: Account, secret: str, name: str, now: datetime, actor: str = "") -> IssuedKey:
     if account.kind == AccountKind.SYSTEM:
         raise InvalidRequest("system accounts cannot have API keys", reason="system_account")
-    api_key = ApiKey.objects.create(
-        account=account, name=name, prefix=secret[: len(KEY_PREFIX) + 8], key_hash=api_key_hash(secret), created_at=now
-    )
+    with transaction.atomic():
+        api_key = ApiKey.objects.create(
+            account=account,
+            name=name,
+            prefix=secret[: len(KEY_PREFIX) + 8],
+            key_hash=api_key_hash(secret),
+            created_at=now,
+        )
+        audit_append(
+            event_type="api_key_issued",
+            payload={"api_key_id": str(api_key.pk), "prefix": api_key.prefix, "name": name},
+            correlation_id=f"api_key:{api_key.pk}",
+            now=now,
+            account_id=account.pk,
+            actor=actor,
+        )
     return IssuedKey(api_key=api_key, secret=secret)
 
 
-def api_key_create(*, account: Account, name: str = "", now: datetime) -> IssuedKey:
-    """Issue a random key (256 bits) for ``account``."""
-    return _issue(account=account, secret=KEY_PREFIX + secrets.token_urlsafe(32), name=name, now=now)
+def api_key_create(*, account: Account, name: str = "", now: datetime, actor: str = "") -> IssuedKey:
+    """Issue a random key (256 bits) for ``account``; audited."""
+    return _issue(account=account, secret=KEY_PREFIX + secrets.token_urlsafe(32), name=name, now=now, actor=actor)
 
 
 def api_key_demo_secret(label: str) -> str:
@@ -82,10 +95,18 @@ def api_key_ensure(*, account: Account, secret: str, name: str, now: datetime) -
     return _issue(account=account, secret=secret, name=name, now=now)
 
 
-def api_key_revoke(*, api_key: ApiKey, now: datetime) -> None:
-    """Revoke a key and drop its cached lookup once the revocation is committed."""
+def api_key_revoke(*, api_key: ApiKey, now: datetime, actor: str = "") -> None:
+    """Revoke a key (audited) and drop its cached lookup once the revocation is committed."""
     with transaction.atomic():
-        ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now)
+        if ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=now):
+            audit_append(
+                event_type="api_key_revoked",
+                payload={"api_key_id": str(api_key.pk), "prefix": api_key.prefix},
+                correlation_id=f"api_key:{api_key.pk}",
+                now=now,
+                account_id=api_key.account_id,
+                actor=actor,
+            )
         key_hash = api_key.key_hash
         transaction.on_commit(lambda: api_key_cache_forget(key_hash))
 

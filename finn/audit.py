@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -17,6 +20,25 @@ from django.db import connection
 from psycopg.types.json import Jsonb
 
 SCHEMA_VERSION = 1
+
+# Who did it, from where, verified how: set around a staff action (finn.second_factor) and
+# written into the payload of every audit row appended meanwhile ("by"), so the CRC and the
+# hash chain cover it — unlike the actor/reason columns, which a reader could not verify.
+_context: ContextVar[dict[str, str] | None] = ContextVar("finn_audit_context", default=None)
+
+
+@contextmanager
+def audit_context(by: dict[str, str]) -> Iterator[None]:
+    token = _context.set(dict(by))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def _with_context(payload: dict[str, Any]) -> dict[str, Any]:
+    by = _context.get()
+    return payload if by is None else {**payload, "by": by}
 
 
 def canonical_json(payload: dict[str, Any]) -> bytes:
@@ -43,6 +65,7 @@ def audit_append(
     A plain INSERT rather than Model.objects.create: it runs in every billing
     transaction, and the ORM's per-call overhead was measurable there.
     """
+    payload = _with_context(payload)
     params: list[Any] = [
         SCHEMA_VERSION,
         event_type,
@@ -80,6 +103,7 @@ def audit_append_many(records: list[AuditRecord], *, now: datetime) -> int:
     """Insert many audit rows in one statement (batch jobs such as hold expiry)."""
     if not records:
         return 0
+    payloads = [_with_context(r.payload) for r in records]
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO finn_auditevent (schema_version, event_type, billing_entry_id, account_id, correlation_id,"
@@ -97,8 +121,8 @@ def audit_append_many(records: list[AuditRecord], *, now: datetime) -> int:
                 [r.correlation_id for r in records],
                 [r.actor for r in records],
                 [r.reason for r in records],
-                [Jsonb(r.payload) for r in records],
-                [payload_crc32(r.payload) for r in records],
+                [Jsonb(payload) for payload in payloads],
+                [payload_crc32(payload) for payload in payloads],
             ],
         )
         return cursor.rowcount

@@ -181,6 +181,9 @@ INSTALLED_APPS = [
     "csp",
     "rest_framework",
     "drf_spectacular",
+    "django_otp",
+    "django_otp.plugins.otp_totp",
+    "axes",
     "finn",
     "billing",
     "credits",
@@ -199,11 +202,15 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # request.user.is_verified(): a TOTP token verified in this login (finn.second_factor)
+    "django_otp.middleware.OTPMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "csp.middleware.CSPMiddleware",
     "finn.web.ReportingEndpointsMiddleware",
     "finn.metrics_middleware.PrometheusAfterMiddleware",
+    # answers a locked-out login (django-axes); last, as its documentation asks
+    "axes.middleware.AxesMiddleware",
 ]
 
 # The API's hot routes (finn/wsgi.py): the same stack without the browser middleware.
@@ -266,6 +273,25 @@ CACHES = {
         },
     }
 }
+
+# Admin sign-in (README "Security"): django-axes counts failed logins in Postgres (its database
+# handler: no cache, so lockout keeps working with Redis down) and locks out an IP address, and
+# separately a username, after AXES_FAILURE_LIMIT failures, for AXES_COOLOFF_MINUTES; a success
+# resets the count. Unlock early: `manage.py axes_reset_username <name>` / `axes_reset_ip <ip>`.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_HANDLER = "axes.handlers.database.AxesDatabaseHandler"
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address", "username"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "finn.second_factor.axes_client_ip"
+AXES_LOCKOUT_TEMPLATE = "admin/locked_out.html"
+AXES_VERBOSE = False
+# TOTP (django-otp): the second factor of finance staff; enrolled by `manage.py finn_otp_enroll`.
+OTP_TOTP_ISSUER = env_str("OTP_TOTP_ISSUER", "finn")
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -501,6 +527,7 @@ LOGGING = {
         "django.db.backends": {"level": "WARNING"},
         # One INFO line per outbound request is noise; failures still log.
         "httpx": {"level": "WARNING"},
+        "axes": {"level": "WARNING"},  # each success is INFO; failures and lockouts stay
         "httpcore": {"level": "WARNING"},
     },
 }

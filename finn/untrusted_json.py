@@ -18,6 +18,7 @@ linear on hostile input.
 from __future__ import annotations
 
 import json
+import math
 import re
 from typing import Any
 
@@ -42,6 +43,14 @@ class UntrustedJsonError(ValueError):
 
 def _reject_constant(name: str) -> Any:
     raise UntrustedJsonError(f"{name} is not JSON")
+
+
+def _finite_float(literal: str) -> float:
+    """``1e999`` would decode to infinity (json refuses only the literal ``Infinity``)."""
+    value = float(literal)
+    if not math.isfinite(value):
+        raise UntrustedJsonError("numbers must be finite")
+    return value
 
 
 def json_depth_exceeds(raw: bytes, max_depth: int) -> bool:
@@ -74,7 +83,7 @@ def json_loads_untrusted(raw: bytes | str, *, max_bytes: int = MAX_BYTES, max_de
     except UnicodeDecodeError:
         raise UntrustedJsonError("JSON must be UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except UntrustedJsonError:
         raise
     except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces behind the depth pass

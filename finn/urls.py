@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from billing import api as billing_api
 from credits import api as credits_api
 from credits.x402 import api as x402_api
-from finn import views, web
+from finn import second_factor, views, web
 from nft import api as nft_api
 from webhooks import views as webhook_views
 
@@ -64,6 +64,7 @@ api_v1 = [
 ]
 
 urlpatterns = [
+    path("admin/second-factor/", second_factor.second_factor_verify, name="admin-second-factor"),
     path("health", views.health, name="health"),
     path(".well-known/jwks.json", credits_api.JwksApi.as_view(), name="jwks"),
     path("health/security", views.health_security, name="health-security"),

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 
-from finn.admin_base import CappedPaginator
+from finn.admin_base import CappedPaginator, ConfirmRow, confirm_with_reason
 from webhooks.models import WebhookDeadLetter, WebhookEvent
 from webhooks.services import webhook_replay
 
@@ -33,10 +33,29 @@ class WebhookEventAdmin(admin.ModelAdmin[WebhookEvent]):
         return bool(request.user.has_perm("webhooks.change_webhookevent"))
 
     @admin.action(description="Replay selected failed/dead events", permissions=["change"])
-    def replay_events(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> None:
-        now = timezone.now()
-        replayed = sum(webhook_replay(event_pk=event.pk, now=now) for event in queryset)
-        self.message_user(request, f"{replayed} event(s) queued for replay.")
+    def replay_events(self, request: HttpRequest, queryset: QuerySet[WebhookEvent]) -> HttpResponse | None:
+        actor = request.user.get_username()
+        replayable = {WebhookEvent.Status.DEAD, WebhookEvent.Status.FAILED}
+        return confirm_with_reason(
+            self,
+            request,
+            queryset,
+            action="replay_events",
+            permission="webhooks.change_webhookevent",
+            title="Replay webhook events",
+            explanation="Each failed or dead event goes back to pending and is processed again (exactly once).",
+            headers=["event", "provider", "provider event id", "type", "status"],
+            row=lambda event: ConfirmRow(
+                event.pk,
+                [event.pk, event.provider, event.provider_event_id, event.event_type, event.status],
+                "processed again" if event.status in replayable else "cannot: left unchanged",
+            ),
+            submit_label="Replay",
+            noun=("event", "events"),
+            apply=lambda event, reason: webhook_replay(
+                event_pk=event.pk, now=timezone.now(), actor=actor, reason=reason
+            ),
+        )
 
 
 @admin.register(WebhookDeadLetter)

@@ -32,6 +32,7 @@ from prometheus_client import Counter, Histogram
 from billing import services as billing_services
 from billing.metrics import rejected
 from credits.services import card_credit_pack_mint
+from finn.audit import audit_append
 from finn.degradation import lock_fallbacks_total, monitor
 from finn.locks import lock_acquire, lock_release, xact_lock
 from finn.queue import task_send
@@ -252,14 +253,30 @@ def _record_failure(event: WebhookEvent, *, now: datetime, error: Exception) -> 
     return outcome
 
 
-def webhook_replay(*, event_pk: int, now: datetime) -> bool:
-    """Admin replay of a dead (or failed) event: back to pending and enqueued."""
-    changed = WebhookEvent.objects.filter(
-        pk=event_pk, status__in=[WebhookEvent.Status.DEAD, WebhookEvent.Status.FAILED]
-    ).update(status=WebhookEvent.Status.PENDING, attempts=0, next_attempt_at=now)
-    if changed:
+def webhook_replay(*, event_pk: int, now: datetime, actor: str = "", reason: str = "") -> bool:
+    """Admin replay of a dead (or failed) event: back to pending, audited, enqueued on commit."""
+    with transaction.atomic():
+        event = (
+            WebhookEvent.objects.select_for_update()
+            .filter(pk=event_pk, status__in=[WebhookEvent.Status.DEAD, WebhookEvent.Status.FAILED])
+            .first()
+        )
+        if event is None:
+            return False
+        previous = event.status
+        WebhookEvent.objects.filter(pk=event_pk).update(
+            status=WebhookEvent.Status.PENDING, attempts=0, next_attempt_at=now
+        )
+        audit_append(
+            event_type="webhook_replay",
+            payload={"provider": event.provider, "event_id": event.provider_event_id, "from_status": previous},
+            correlation_id=f"webhook:{event.provider}:{event.provider_event_id}"[:128],
+            now=now,
+            actor=actor,
+            reason=reason.strip(),
+        )
         transaction.on_commit(lambda: webhook_enqueue(event_pk, countdown=0))
-    return bool(changed)
+    return True
 
 
 def webhook_sweep(*, now: datetime, grace_seconds: int = 30, batch_size: int = 500) -> int:

@@ -38,6 +38,7 @@ from billing.services.entry_finalize import (
     entry_finalize_enqueue,
     entry_finalize_escalate,
     entry_finalize_fail,
+    entry_finalize_replay_request,
     entry_finalize_request,
     entry_finalize_reschedule,
 )
@@ -100,6 +101,7 @@ __all__ = [
     "entry_finalize_enqueue",
     "entry_finalize_escalate",
     "entry_finalize_fail",
+    "entry_finalize_replay_request",
     "entry_finalize_request",
     "entry_finalize_reschedule",
     "entry_release",

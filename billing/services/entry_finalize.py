@@ -61,6 +61,30 @@ def entry_finalize_enqueue(
     task_enqueue(FINALIZE_TASK, args=args, countdown=countdown, expires=3600, on_commit=on_commit)
 
 
+@transaction.atomic(durable=True)
+def entry_finalize_replay_request(*, entry_id: str, actor: str, reason: str, now: datetime) -> bool:
+    """Staff ask for one poison (FINALIZE_FAILED) entry to be retried upstream; audited, then enqueued.
+
+    The state does not change here (the finalize attempt moves it); False when the entry is
+    not poison (nothing audited, nothing enqueued).
+    """
+    if not (actor and reason.strip()):
+        raise InvalidRequest("a replay needs an actor and a reason", reason="reason_required")
+    entry = BillingEntry.objects.select_for_update().filter(pk=entry_id, state=EntryState.FINALIZE_FAILED).first()
+    if entry is None:
+        return False
+    _audit_transition(
+        event_type="billing_finalize_replay_requested",
+        entry=entry,
+        from_state=entry.state,
+        now=now,
+        actor=actor,
+        reason=reason.strip(),
+    )
+    entry_finalize_enqueue(entry.pk, replay=True)
+    return True
+
+
 @counted("finalize_request")
 @transaction.atomic(durable=True)
 def entry_finalize_request(*, entry_id: str, now: datetime) -> EntryResult:

@@ -11,17 +11,20 @@ from django.test.utils import CaptureQueriesContext
 from billing.models import Account, BillingEntry
 from billing.states import EntryState
 from finn.models import AuditEvent
+from tests.second_factor import verified_client
 
 from .helpers import entry_in_state
 
 CHANGELIST = "/admin/billing/billingentry/"
-PINNED_CHANGELIST_QUERIES = 8  # session, user, permissions, capped count, page rows, ...
+PINNED_CHANGELIST_QUERIES = 9  # session, user, verified TOTP device, permissions, capped count, page rows, ...
 
 
 def _user(name: str, *, finance: bool) -> Client:
     user = User.objects.create_user(name, password="pw-" + name, is_staff=True)
     if finance:
         user.groups.add(Group.objects.get(name="Finance"))
+    if finance:
+        return verified_client(user)
     client = Client()
     client.force_login(user)
     return client

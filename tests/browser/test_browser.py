@@ -2,8 +2,10 @@
 
 - the waitlist page loads, its form is submitted, zero CSP violations, a signup is stored;
 - an injected inline script is blocked and its report arrives at /api/v1/csp-report;
-- a finance user logs in to the admin, voids a FINALIZE_FAILED entry with a reason, and sees
-  the balance and the audit row change; a user without the permission does not see the action.
+- a finance user signs in to the admin with the password only and is refused the void; after
+  entering the TOTP code the void of a FINALIZE_FAILED entry goes through with a reason, and the
+  balance and the audit row (actor, IP, factor) change; a user without the permission does not
+  see the action.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from billing.models import Account, BillingEntry
 from billing.states import EntryState
 from finn.models import AuditEvent, CspReport, WaitlistSignup
 from tests.billing.helpers import entry_in_state
+from tests.second_factor import current_token, totp_device
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -124,6 +127,13 @@ def _login(page: Any, base: str, username: str, password: str) -> None:
     page.wait_for_selector("#site-name")
 
 
+def _start_void(page: Any, base: str, entry_id: str) -> None:
+    page.goto(f"{base}/admin/billing/billingentry/?state__exact=FINALIZE_FAILED")
+    page.check(f"input.action-select[value='{entry_id}']")
+    page.select_option("select[name=action]", "void_entries")
+    page.click("button[name=index]")
+
+
 @pytest.mark.django_db(transaction=True)
 def test_finance_user_voids_a_poison_entry_in_the_admin(https_live_server, enforced, page, make_account) -> None:
     # given
@@ -132,12 +142,18 @@ def test_finance_user_voids_a_poison_entry_in_the_admin(https_live_server, enfor
     finance = User.objects.create_user("finny", password="finance-pass-1", is_staff=True)
     finance.groups.add(Group.objects.get(name="Finance"))
     before = Account.objects.get(pk=customer.pk).available
-    # when
+    device = totp_device(finance)
+    # when: signed in with the password only, the void is refused
     _login(page, https_live_server, "finny", "finance-pass-1")
-    page.goto(f"{https_live_server}/admin/billing/billingentry/?state__exact=FINALIZE_FAILED")
-    page.check(f"input.action-select[value='{poison}']")
-    page.select_option("select[name=action]", "void_entries")
-    page.click("button[name=index]")
+    _start_void(page, https_live_server, poison)
+    page.wait_for_selector("#second-factor-refused")
+    assert BillingEntry.objects.get(pk=poison).state == EntryState.FINALIZE_FAILED
+    # when: the code from the authenticator is entered, the same void goes through
+    page.click("#verify-link")
+    page.fill("#id_otp_token", current_token(device))
+    page.click("#second-factor-submit")
+    page.wait_for_selector("#site-name")
+    _start_void(page, https_live_server, poison)
     page.wait_for_selector("#confirm-entries")
     assert "actual cost refunded" in page.inner_text("#confirm-entries")
     page.fill("#id_reason", "duplicate charge, ticket 981")
@@ -148,6 +164,7 @@ def test_finance_user_voids_a_poison_entry_in_the_admin(https_live_server, enfor
     assert Account.objects.get(pk=customer.pk).available == before + 700
     audit = AuditEvent.objects.get(event_type="billing_void", billing_entry_id=poison)
     assert (audit.actor, audit.reason) == ("finny", "duplicate charge, ticket 981")
+    assert audit.payload["by"] == {"actor": "finny", "ip": "127.0.0.1", "second_factor": "totp"}
     page.goto(f"{https_live_server}/admin/finn/auditevent/?event_type__exact=billing_void")
     assert "finny" in page.inner_text("#result_list")
     assert page.evaluate("window.__cspViolations") == []  # the admin runs under the same policy

@@ -10,6 +10,7 @@ from django.test import Client
 
 from credits.api_keys import api_key_hash
 from credits.models import ApiKey
+from tests.second_factor import verified_client
 
 
 @pytest.mark.django_db
@@ -17,8 +18,7 @@ def test_admin_creates_a_key_and_shows_it_once(make_account) -> None:
     # given
     funded = make_account(1_000)
     admin_user = get_user_model().objects.create_superuser("root-admin", "a@example.com", "pw")
-    client = Client()
-    client.force_login(admin_user)
+    client = verified_client(admin_user)
     # when
     response = client.post("/admin/credits/apikey/add/", {"account": funded.pk, "name": "ci"}, follow=True)
     # then
@@ -56,8 +56,7 @@ def test_admin_void_asks_for_a_reason_then_voids(make_account, now) -> None:
     funded = make_account(10_000)
     entry_id = entry_in_state(EntryState.COMMITTED, account_id=funded.pk, now=now)
     admin_user = get_user_model().objects.create_superuser("fin", "f@example.com", "pw")
-    client = Client()
-    client.force_login(admin_user)
+    client = verified_client(admin_user)
     url = "/admin/billing/billingentry/"
     # when
     confirm = client.post(url, {"action": "void_entries", "_selected_action": [entry_id]})

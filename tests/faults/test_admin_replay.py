@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.test import Client
 from django.utils import timezone
 
 from billing.models import BillingEntry
@@ -19,6 +18,7 @@ from finn.redis import get_redis
 from tests.billing.helpers import entry_in_state
 from tests.fakes import fake_upstream
 from tests.faults.celery_worker import start_worker
+from tests.second_factor import verified_client
 
 
 @pytest.fixture
@@ -38,14 +38,18 @@ def test_replay_selected_takes_a_poison_entry_to_finalize_acked(make_account, wo
     get_redis().delete("celery")
     staff = User.objects.create_user("fin", password="pw-fin", is_staff=True)
     staff.groups.add(Group.objects.get(name="Finance"))
-    client = Client()
-    client.force_login(staff)
+    client = verified_client(staff)
     log = tmp_path / "worker.log"
     with fake_upstream() as upstream:
         worker_slot.append(start_worker(log, FINALIZE_URL=upstream.url))
         # when: finance staff replay it from the dead-letter list
+        selected = {"action": "replay_selected", "_selected_action": [poison]}
+        confirm = client.post("/admin/billing/finalizedeadletter/", selected)
+        assert confirm.status_code == 200
+        assert "Reason (required" in confirm.content.decode()
+        assert BillingEntry.objects.get(pk=poison).state == EntryState.FINALIZE_FAILED  # nothing queued yet
         response = client.post(
-            "/admin/billing/finalizedeadletter/", {"action": "replay_selected", "_selected_action": [poison]}
+            "/admin/billing/finalizedeadletter/", {**selected, "confirmed": "yes", "reason": "upstream fixed, INC-7"}
         )
         assert response.status_code == 302
         deadline = time.monotonic() + 30
@@ -55,3 +59,6 @@ def test_replay_selected_takes_a_poison_entry_to_finalize_acked(make_account, wo
         assert BillingEntry.objects.get(pk=poison).state == EntryState.FINALIZE_ACKED, log.read_text()
         assert len(upstream.requests) == 1
     assert AuditEvent.objects.filter(billing_entry_id=poison, event_type="billing_finalize_ack").count() == 1
+    asked = AuditEvent.objects.get(billing_entry_id=poison, event_type="billing_finalize_replay_requested")
+    assert (asked.actor, asked.reason) == ("fin", "upstream fixed, INC-7")
+    assert asked.payload["by"] == {"actor": "fin", "ip": "127.0.0.1", "second_factor": "totp"}

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import User
-from django.test import Client, override_settings
+from django.test import override_settings
 from django.utils import timezone
 
 from finn.flags import allowlisted, feature_enabled, feature_flag_set
 from finn.models import AuditEvent, FeatureFlag
 from finn.redis import get_redis
+from tests.second_factor import verified_client
 
 
 @pytest.mark.django_db
@@ -42,8 +43,7 @@ def test_redis_down_reads_the_database() -> None:
 @pytest.mark.django_db
 def test_admin_edits_flags_and_the_allowlist_through_the_services() -> None:
     admin = User.objects.create_superuser("root", password="pw")
-    client = Client()
-    client.force_login(admin)
+    client = verified_client(admin)
     wallet = "0x" + "AB" * 20
     assert allowlisted(wallet) is False  # cached "no"
     response = client.post("/admin/finn/betaallowlistentry/add/", {"address": wallet.lower(), "note": "friend"})

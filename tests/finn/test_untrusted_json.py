@@ -12,6 +12,7 @@ import pytest
 from django.test import Client, override_settings
 from django.utils import timezone
 
+from billing.models import Account
 from finn.flags import allowlist_add
 from finn.untrusted_json import MAX_DEPTH, UntrustedJsonError, json_loads_untrusted
 from tests.conftest import Funded
@@ -44,6 +45,10 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
         (b"[Infinity]", "malformed_json"),
         (b'{"a": "\xff\xfe"}', "malformed_json"),
         (b'{"a": 1' + b"0" * 5000 + b"}", "malformed_json"),
+        (b'{"amount": 1e999}', "malformed_json"),
+        (b"[-1e400]", "malformed_json"),
+        (b"[1" + b"0" * 1_100_000 + b"]", "payload_too_large"),
+        (b"[0." + b"1" * 1_100_000 + b"]", "payload_too_large"),
         (b'{"a": "\x00"}', "malformed_json"),
         (b"\x00" * 1000, "malformed_json"),
         (b" " * (1024 * 1024 + 1), "payload_too_large"),
@@ -61,6 +66,15 @@ def test_hostile_documents_are_refused_in_bounded_time(raw: bytes, code: str) ->
         json_loads_untrusted(raw)
     # then
     assert refused.value.code == code
+    assert time.perf_counter() - started < BOUND_SECONDS
+
+
+def test_duplicate_keys_keep_the_last_value_and_long_numbers_decode_linearly() -> None:
+    assert json_loads_untrusted(b'{"estimated_cost": 1, "estimated_cost": 2}') == {"estimated_cost": 2}
+    many = b"{" + b",".join(b'"k":%d' % i for i in range(50_000)) + b"}"
+    started = time.perf_counter()
+    assert json_loads_untrusted(many) == {"k": 49_999}
+    assert json_loads_untrusted(b"[0." + b"1" * 500_000 + b"]") == [0.1111111111111111]
     assert time.perf_counter() - started < BOUND_SECONDS
 
 
@@ -122,6 +136,37 @@ def test_every_api_route_answers_deep_json_with_400(
     assert response.status_code == 400, response.content
     assert response.json()["code"] == "malformed_json"
     assert elapsed < BOUND_SECONDS
+
+
+HUGE_NUMBERS = [
+    b'{"estimated_cost": 1' + b"0" * 30 + b', "correlation_id": "c"}',  # beyond BIGINT
+    b'{"estimated_cost": 1e999, "correlation_id": "c"}',  # a float that would be infinity
+    b'{"estimated_cost": 1' + b"0" * 5000 + b', "correlation_id": "c"}',  # beyond int parsing's digit limit
+    b'{"estimated_cost": 1.5, "correlation_id": "c"}',  # money is an integer
+    b'{"estimated_cost": -1, "estimated_cost": 5, "correlation_id": "c", "correlation_id": ' + b"[]" + b"}",
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "path"), API_ROUTES)
+@pytest.mark.parametrize("body", HUGE_NUMBERS, ids=["bigint", "inf", "5000-digits", "fraction", "duplicates"])
+def test_every_api_route_answers_huge_numbers_and_duplicate_keys_with_4xx(
+    make_account: Callable[..., Funded], method: str, path: str, body: bytes
+) -> None:
+    # given: authenticated as staff, so every route reaches its body
+    funded = make_account(10_000_000, staff=True)
+    client = funded.client()
+    balance = Account.objects.get(pk=funded.pk).available
+    with override_settings(**X402_SETTINGS, FEATURE_NFT=True, FEATURE_ONBOARDING=True):
+        # when
+        response, elapsed = _timed(lambda: getattr(client, method)(path, data=body, content_type="application/json"))
+    # then: never a 5xx; routes that read an amount refuse it with a clear 4xx; nothing spent
+    assert response.status_code < 500, response.content
+    if path.endswith(("/entries", "/commit", "/pricing/estimate")) or response.status_code >= 400:
+        assert 400 <= response.status_code < 500, response.content
+        assert set(response.json()) >= {"error", "code"}
+    assert elapsed < BOUND_SECONDS
+    assert Account.objects.get(pk=funded.pk).available == balance
 
 
 @pytest.mark.django_db
