@@ -34,32 +34,12 @@ from django_otp.plugins.otp_totp.models import TOTPDevice
 from finn.audit import audit_context
 from finn.ratelimit import client_ip
 
-# A user holding any of these is "finance" and needs the second factor for the actions they gate.
-PROTECTED_PERMISSIONS = (
-    "billing.finalize_billingentry",
-    "billing.void_billingentry",
-    "webhooks.change_webhookevent",
-    "finn.change_featureflag",
-    "finn.add_betaallowlistentry",
-    "finn.delete_betaallowlistentry",
-    "credits.add_apikey",
-    "credits.change_apikey",
-)
-
 TOKEN_MAX_LENGTH = 16
 
 
 def is_verified(request: HttpRequest) -> bool:
     user = request.user
     return bool(user.is_authenticated and getattr(user, "is_verified", lambda: False)())
-
-
-def needs_second_factor(request: HttpRequest) -> bool:
-    """A staff user who holds any protected permission and has not verified a token in this login."""
-    user = request.user
-    if not user.is_authenticated or is_verified(request):
-        return False
-    return any(user.has_perm(permission) for permission in PROTECTED_PERMISSIONS)
 
 
 def money_action_refused(request: HttpRequest, permission: str) -> HttpResponse | None:
