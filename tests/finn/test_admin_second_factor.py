@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 from django.contrib.auth.models import Group, User
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from django.test import Client, override_settings
 
 from billing.models import Account, BillingEntry
@@ -170,7 +170,7 @@ def test_an_operator_enrolls_a_device_out_of_band(capsys) -> None:
     call_command("finn_otp_enroll", "fin", "--no-qr")
     out = capsys.readouterr().out
     assert "otpauth://totp/finn%3Afin?secret=" in out or "otpauth://totp/finn:fin?secret=" in out
-    with pytest.raises(Exception, match="already has an authenticator"):
+    with pytest.raises(CommandError, match="already has an authenticator"):
         call_command("finn_otp_enroll", "fin", "--no-qr")
     call_command("finn_otp_enroll", "fin", "--reset")
     assert user.totpdevice_set.count() == 1
