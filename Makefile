@@ -123,9 +123,11 @@ bench: install
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null; }
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
-# Long fuzzing rounds of the public parsers (make test runs short ones): 20,000 examples each.
+# Long fuzzing rounds (make test runs short ones): 20,000 examples per parser property, and
+# schemathesis over the whole API schema at 2,000 examples per operation (three passes: flags
+# on, flags off, a finance staff key). FINN_FUZZ_SEED=N picks another seed.
 fuzz: services install-dev
-	FINN_FUZZ_PROFILE=long REDIS_URL=redis://127.0.0.1:6379/15 $(BIN)/pytest -q tests/fuzz
+	FINN_FUZZ_PROFILE=long REDIS_URL=redis://127.0.0.1:6379/15 $(BIN)/pytest -q -p no:timeout tests/fuzz
 
 # The seeds' load scenarios against their own finn (gunicorn + Celery on a spare port, database
 # finn_load, Redis DB 13): table on stdout, JSON + latency histogram PNG in bench/results/.

@@ -21,9 +21,10 @@ from billing.results import Balance, EntryResult, PurchaseResult
 from billing.states import ReleaseReason
 from finn.auth import Principal
 from finn.errors import Forbidden, InvalidRequest
-from finn.fields import ErrorSerializer, StrictIntegerField, TokenField
+from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField, TokenField
+from finn.flags import require_feature
 from finn.idempotency import HEADER as IDEMPOTENCY_HEADER
-from finn.idempotency import run_idempotent
+from finn.idempotency import KEY_PATTERN, run_idempotent
 from finn.logging import current_correlation_id
 
 MAX_INT64 = services.MAX_AMOUNT
@@ -121,6 +122,17 @@ def _scope(principal: Principal) -> int | None:
     return None if principal.is_staff else principal.account_id
 
 
+_ENTRY_ID = OpenApiParameter(
+    "entry_id", str, OpenApiParameter.PATH, pattern=selectors.ENTRY_ID_PATTERN, description="the entry's id (a ULID)"
+)
+_IDEMPOTENCY_KEY = OpenApiParameter(
+    IDEMPOTENCY_HEADER,
+    str,
+    OpenApiParameter.HEADER,
+    required=False,
+    pattern=KEY_PATTERN,
+    description="retry-safe key: the same key (and body) answers the first outcome again",
+)
 _ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="invalid input"),
     401: OpenApiResponse(ErrorSerializer, description="missing or invalid API key"),
@@ -139,7 +151,7 @@ class EntryReserveApi(APIView):
         operation_id="billing_entry_reserve",
         summary="Reserve an estimate before an inference call",
         request=ReserveInput,
-        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+        parameters=[_IDEMPOTENCY_KEY],
         responses={
             201: EntryResultOutput,
             402: OpenApiResponse(ErrorSerializer, description="insufficient_funds or finalize_backlog"),
@@ -176,7 +188,10 @@ class EntryReserveApi(APIView):
 
 class EntryDetailApi(APIView):
     @extend_schema(
-        operation_id="billing_entry_get", summary="Get one billing entry", responses={200: EntryResultOutput, **_ERRORS}
+        operation_id="billing_entry_get",
+        parameters=[_ENTRY_ID],
+        summary="Get one billing entry",
+        responses={200: EntryResultOutput, **_ERRORS},
     )
     def get(self, request: Request, entry_id: str) -> Response:
         principal = _principal(request)
@@ -191,6 +206,7 @@ class EntryCommitApi(APIView):
 
     @extend_schema(
         operation_id="billing_entry_commit",
+        parameters=[_ENTRY_ID],
         summary="Commit the actual cost (the rest of the hold is returned)",
         request=CommitInput,
         responses={
@@ -220,6 +236,7 @@ class EntryReleaseApi(APIView):
 
     @extend_schema(
         operation_id="billing_entry_release",
+        parameters=[_ENTRY_ID],
         summary="Release a hold (inference failed or was cancelled)",
         request=ReleaseInput,
         responses={
@@ -244,10 +261,11 @@ class EntryReleaseApi(APIView):
 
 class EntryVoidApi(APIView):
     class VoidInput(serializers.Serializer):
-        reason = serializers.CharField(max_length=1000)
+        reason = StrictCharField(max_length=1000)
 
     @extend_schema(
         operation_id="billing_entry_void",
+        parameters=[_ENTRY_ID],
         summary="Void a charged entry and refund it (finance staff)",
         request=VoidInput,
         responses={
@@ -303,10 +321,11 @@ class AccountBalanceApi(APIView):
 
 class EntryFinalizeApi(APIView):
     class FinalizeInput(serializers.Serializer):
-        reason = serializers.CharField(max_length=1000)
+        reason = StrictCharField(max_length=1000)
 
     @extend_schema(
         operation_id="billing_entry_finalize",
+        parameters=[_ENTRY_ID],
         summary="Finalize a poison (FINALIZE_FAILED) entry by hand (finance staff)",
         request=FinalizeInput,
         responses={
@@ -369,7 +388,12 @@ class FinalizeHealthApi(APIView):
     @extend_schema(
         operation_id="billing_finalize_health",
         summary="Finalize pipeline health: breaker state and backlog (503 when unhealthy)",
-        responses={200: HealthOutput, 503: HealthOutput, **_ERRORS},
+        responses={
+            200: HealthOutput,
+            403: OpenApiResponse(ErrorSerializer, description="not staff"),
+            503: HealthOutput,
+            **_ERRORS,
+        },
     )
     def get(self, request: Request) -> Response:
         _require_staff(_principal(request), "finalize health")
@@ -398,6 +422,7 @@ _PURCHASE_ERRORS = {
     422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
     503: OpenApiResponse(ErrorSerializer, description="dependency_unavailable (Redis down; Retry-After: 30)"),
     **_ERRORS,
+    404: OpenApiResponse(ErrorSerializer, description="feature_disabled (the billing flag is off)"),
 }
 
 
@@ -417,16 +442,20 @@ class BoostPurchaseApi(APIView):
     class BoostInput(serializers.Serializer):
         member_id = TokenField()
         community_id = TokenField()
-        months = StrictIntegerField(help_text="bundle: 1, 3, 6 or 12 months (499, 1347, 2394, 4190 cents)")
+        months = StrictIntegerField(
+            schema_enum=sorted(services.BOOST_BUNDLE_CENTS),
+            help_text="bundle: 1, 3, 6 or 12 months (499, 1347, 2394, 4190 cents)",
+        )
 
     @extend_schema(
         operation_id="billing_boost_purchase",
         summary="Buy a community boost from prepaid credit (stacks after the member's active boost)",
         request=BoostInput,
-        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+        parameters=[_IDEMPOTENCY_KEY],
         responses=_PURCHASE_ERRORS,
     )
     def post(self, request: Request) -> Response:
+        require_feature("billing", "member purchases are currently disabled")
         principal = _principal(request)
         serializer = self.BoostInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -455,10 +484,11 @@ class BadgePurchaseApi(APIView):
         operation_id="billing_badge_purchase",
         summary="Buy a member's badge from prepaid credit (one per member)",
         request=BadgeInput,
-        parameters=[OpenApiParameter(IDEMPOTENCY_HEADER, str, OpenApiParameter.HEADER, required=False)],
+        parameters=[_IDEMPOTENCY_KEY],
         responses=_PURCHASE_ERRORS,
     )
     def post(self, request: Request) -> Response:
+        require_feature("billing", "member purchases are currently disabled")
         principal = _principal(request)
         serializer = self.BadgeInput(data=request.data)
         serializer.is_valid(raise_exception=True)

@@ -17,6 +17,8 @@ from billing.states import EntryState
 from finn.models import AuditEvent
 
 _ULID_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+# What ``parse_entry_id`` accepts (it also takes surrounding spaces), for the API schema.
+ENTRY_ID_PATTERN = r"^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$"
 
 
 def parse_entry_id(raw: str) -> str:

@@ -15,9 +15,9 @@ from rest_framework.views import APIView
 from billing.selectors import agent_budget
 from billing.units import Rounding, micro_usd_to_cu
 from credits.models import WalletIdentity
-from credits.pricing import estimate_reserve_cost, model_prices
+from credits.pricing import estimate_reserve_cost, model_names, model_prices
 from credits.pricing_config import PER_MILLION
-from credits.purchases import purchase_credit_pack
+from credits.purchases import PACKS, purchase_credit_pack
 from credits.signin import (
     NONCE_TTL_SECONDS,
     Session,
@@ -30,6 +30,7 @@ from credits.siwe_message import MAX_MESSAGE_CHARS
 from credits.tokens import keyring
 from finn.auth import Principal
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
+from finn.flags import require_feature
 from finn.ratelimit import ChallengeThrottle
 
 MAX_TOKENS = 10_000_000
@@ -75,7 +76,7 @@ class ModelListApi(APIView):
 
 class EstimateApi(APIView):
     class EstimateInput(serializers.Serializer):
-        model = serializers.CharField(max_length=100)
+        model = StrictCharField(max_length=100, schema_enum=model_names)
         input_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
         max_output_tokens = StrictIntegerField(min_value=0, max_value=MAX_TOKENS)
 
@@ -203,7 +204,7 @@ class AuthVerifyApi(_AuthView):
 
 
 class RefreshInput(serializers.Serializer):
-    refresh_token = serializers.CharField(max_length=200)
+    refresh_token = StrictCharField(max_length=200)
 
 
 class AuthRefreshApi(_AuthView):
@@ -235,18 +236,25 @@ class AuthLogoutApi(_AuthView):
         return Response(status=204)
 
 
+class PaymentProofInput(serializers.Serializer):
+    tx_hash = StrictCharField(max_length=66)
+    chain_id = StrictIntegerField(min_value=1, max_value=2**53)
+    token = StrictCharField(max_length=42)
+    sender = StrictCharField(max_length=42)
+    amount_micro_usdc = StrictIntegerField(min_value=1)
+
+
 class PurchaseApi(APIView):
-    class ProofInput(serializers.Serializer):
-        tx_hash = serializers.CharField(max_length=66)
-        chain_id = StrictIntegerField(min_value=1, max_value=2**53)
-        token = serializers.CharField(max_length=42)
-        sender = serializers.CharField(max_length=42)
-        amount_micro_usdc = StrictIntegerField(min_value=1)
+    ProofInput = PaymentProofInput
 
     class PurchaseInput(serializers.Serializer):
-        pack_size = StrictIntegerField(min_value=1, max_value=1_000_000)
+        pack_size = StrictIntegerField(min_value=1, max_value=1_000_000, schema_enum=sorted(PACKS))
         payment_proof = serializers.DictField()
-        idempotency_key = serializers.CharField(max_length=255)
+        idempotency_key = StrictCharField(max_length=255)
+
+    class Purchase(PurchaseInput):
+        # What the schema shows: the proof's fields (checked by ProofInput after the pack).
+        payment_proof = PaymentProofInput()  # type: ignore[assignment]  # schema only
 
     class PurchaseOutput(serializers.Serializer):
         status = serializers.CharField()
@@ -259,17 +267,21 @@ class PurchaseApi(APIView):
     @extend_schema(
         operation_id="credits_purchase",
         summary="Buy a credit pack with an on-chain USDC payment",
-        request=PurchaseInput,
+        request=Purchase,
         responses={
             200: PurchaseOutput,
             400: OpenApiResponse(ErrorSerializer, description="invalid_pack_size, invalid_proof"),
             402: OpenApiResponse(ErrorSerializer, description="payment_not_confirmed"),
             403: OpenApiResponse(ErrorSerializer, description="sender_mismatch"),
             409: OpenApiResponse(ErrorSerializer, description="payment_mismatch, already_minted"),
-            503: OpenApiResponse(ErrorSerializer, description="verification_unavailable, configuration_error"),
+            404: OpenApiResponse(
+                ErrorSerializer, description="feature_disabled (credits flag off, or purchases not configured)"
+            ),
+            503: OpenApiResponse(ErrorSerializer, description="verification_unavailable"),
         },
     )
     def post(self, request: Request) -> Response:
+        require_feature("credits", "credit pack purchases are currently disabled")
         principal = request.user
         assert isinstance(principal, Principal)
         serializer = self.PurchaseInput(data=request.data)

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from finn.errors import Conflict, DomainError, Forbidden, InvalidRequest
+from finn.flags import FeatureDisabled
 
 logger = logging.getLogger("credits.signin")
 
@@ -100,9 +101,8 @@ class VerificationUnavailable(DomainError):
     status = 503
 
 
-class PaymentsNotConfigured(DomainError):
-    code = "configuration_error"
-    status = 503
+class PaymentsNotConfigured(FeatureDisabled):
+    """Credit packs without a treasury or RPC endpoints: a feature this server does not offer (404)."""
 
 
 class UnknownModel(InvalidRequest):

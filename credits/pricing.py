@@ -23,6 +23,11 @@ def model_prices() -> list[ModelPrice]:
     return [ModelPrice(model, i, o) for model, (i, o) in sorted(pricing.items())]
 
 
+def model_names() -> list[str]:
+    """The models finn has prices for (the API schema lists them)."""
+    return sorted(settings.MODEL_PRICING)
+
+
 def model_price(model: str) -> ModelPrice:
     pricing: dict[str, tuple[int, int]] = settings.MODEL_PRICING
     if model not in pricing:

@@ -3,21 +3,24 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 MAX_INT64 = 2**63 - 1
 
+# The values a field documents in the API schema (a service may check them with its own
+# error code); a callable is read when the schema is generated (configured model names).
+SchemaEnum = Sequence[Any] | Callable[[], Sequence[Any]] | None
 
-@extend_schema_field(OpenApiTypes.INT64)
+
 class StrictIntegerField(serializers.Field):
     """A JSON integer, nothing else: no floats, no strings, no booleans.
 
     DRF's IntegerField accepts ``"10"`` and ``10.0``; on a money path that
     leniency hides client bugs (and floats), so amounts must be real integers.
+    The schema (``finn.openapi``) says int64 with these bounds.
     """
 
     default_error_messages = {
@@ -26,9 +29,12 @@ class StrictIntegerField(serializers.Field):
         "too_large": "must be at most {max_value}",
     }
 
-    def __init__(self, *, min_value: int = 0, max_value: int = MAX_INT64, **kwargs: Any) -> None:
+    def __init__(
+        self, *, min_value: int = 0, max_value: int = MAX_INT64, schema_enum: SchemaEnum = None, **kwargs: Any
+    ) -> None:
         self.min_value = min_value
         self.max_value = max_value
+        self.schema_enum = schema_enum
         super().__init__(**kwargs)
 
     def to_internal_value(self, data: Any) -> int:
@@ -47,13 +53,18 @@ class StrictIntegerField(serializers.Field):
 class StrictCharField(serializers.CharField):
     """A JSON string, nothing else (DRF's CharField turns ``5`` into ``"5"``)."""
 
+    def __init__(self, *, schema_enum: SchemaEnum = None, **kwargs: Any) -> None:
+        self.schema_enum = schema_enum
+        super().__init__(**kwargs)
+
     def to_internal_value(self, data: Any) -> str:
         if not isinstance(data, str):
             self.fail("invalid")
         return str(super().to_internal_value(data))
 
 
-_SAFE_TOKEN = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:-]{1,128}$"
+_SAFE_TOKEN = re.compile(IDENTIFIER_PATTERN)
 
 
 class TokenField(serializers.CharField):

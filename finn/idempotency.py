@@ -38,7 +38,8 @@ from finn.errors import Conflict, DomainError, InvalidRequest
 from finn.models import IdempotencyKey
 
 HEADER = "Idempotency-Key"
-_KEY_FORMAT = re.compile(r"^[\x21-\x7e]{1,255}$")
+KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
+_KEY_FORMAT = re.compile(KEY_PATTERN)
 
 
 class IdempotencyMismatch(DomainError):

@@ -13,6 +13,10 @@ The depth pass is one regular expression that skips strings (so brackets inside
 them do not count) and yields only brackets; an unterminated string swallows the
 rest of the input instead of being retried from every quote, which keeps it
 linear on hostile input.
+
+Strings may not hold U+0000 or an unpaired surrogate (``"\\u0000"``, ``"\\ud800"``): PostgreSQL
+stores neither (text and jsonb refuse NUL; UTF-8 has no surrogates), so such a body would fail
+at the database as a 500 instead of being refused here as bad input.
 """
 
 from __future__ import annotations
@@ -30,6 +34,12 @@ MAX_DEPTH = 32
 # inside the regex engine. Possessive quantifiers and a match that always succeeds: no
 # backtracking and no retry from a later position, so one pass over the input.
 _BRACKETS = re.compile(rb'(?:"[^"\\]*+(?:\\.[^"\\]*+)*+"?|[^"\[\]{}])*+([\[\]{}]|\Z)', re.DOTALL)
+
+
+# Only escapes can put these in a decoded string (raw control bytes and invalid UTF-8 are
+# refused by the decoder), so the walk below runs only when the input has such an escape.
+_SUSPECT_ESCAPE = re.compile(rb"\\u(?:0000|[dD][89a-fA-F])")
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class UntrustedJsonError(ValueError):
@@ -83,8 +93,27 @@ def json_loads_untrusted(raw: bytes | str, *, max_bytes: int = MAX_BYTES, max_de
     except UnicodeDecodeError:
         raise UntrustedJsonError("JSON must be UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
+        value = json.loads(text, parse_constant=_reject_constant, parse_float=_finite_float)
     except UntrustedJsonError:
         raise
     except (ValueError, RecursionError) as exc:  # RecursionError: belt and braces behind the depth pass
         raise UntrustedJsonError(f"not valid JSON: {str(exc)[:120]}") from None
+    if _SUSPECT_ESCAPE.search(data) and _holds_unstorable(value):
+        raise UntrustedJsonError("JSON strings must not contain U+0000 or unpaired surrogates")
+    return value
+
+
+def _holds_unstorable(value: Any) -> bool:
+    """True when a string anywhere in ``value`` (keys too) has NUL or a lone surrogate."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if _UNSTORABLE.search(item):
+                return True
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False

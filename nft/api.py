@@ -6,7 +6,7 @@ from typing import Any
 
 from django.http import HttpResponse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -17,9 +17,15 @@ from finn.auth import Principal
 from finn.errors import Forbidden, InvalidRequest
 from finn.fields import ErrorSerializer
 from finn.flags import require_feature
+from finn.validators import ETH_ADDRESS
 from nft import detection, selectors, services
-from nft.models import OnboardingSession
+from nft.models import VOICES, OnboardingSession
 
+_NFT_REF = [
+    OpenApiParameter("collection", str, OpenApiParameter.PATH, pattern=f"^{ETH_ADDRESS.pattern}$"),
+    # A uint256: at most 77 digits are always below 2**256 (78 may not be).
+    OpenApiParameter("token_id", str, OpenApiParameter.PATH, pattern=r"^[0-9]{1,77}$"),
+]
 _ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="invalid input (invalid_collection, invalid_voice, ...)"),
     401: OpenApiResponse(ErrorSerializer, description="not signed in"),
@@ -57,10 +63,25 @@ class PersonalityVersionsOutput(serializers.Serializer):
 
 
 class PersonalityInput(serializers.Serializer):
-    name = serializers.CharField(required=False)
-    voice = serializers.CharField(required=False)
-    expertise_domains = serializers.ListField(child=serializers.CharField(), required=False)
-    custom_instructions = serializers.CharField(required=False, allow_blank=True)
+    """The schema of a personality body; ``services.personality_fields`` validates it (same limits)."""
+
+    name = serializers.RegexField(r"\S", required=False, max_length=services.MAX_NAME)
+    voice = serializers.ChoiceField(choices=VOICES, required=False)
+    expertise_domains = serializers.ListField(
+        child=serializers.RegexField(r"\S", max_length=services.MAX_DOMAIN_CHARS),
+        required=False,
+        max_length=services.MAX_DOMAINS,
+    )
+    custom_instructions = serializers.CharField(required=False, allow_blank=True, max_length=services.MAX_INSTRUCTIONS)
+
+
+class PersonalityCreateInput(PersonalityInput):
+    name = serializers.RegexField(r"\S", max_length=services.MAX_NAME)
+    voice = serializers.ChoiceField(choices=VOICES)
+
+
+class OnboardingPersonalityInput(PersonalityInput):
+    skip = serializers.BooleanField(required=False, help_text="true: no personality (the other fields are ignored)")
 
 
 def _nft_enabled() -> None:
@@ -92,6 +113,7 @@ class PersonalityApi(APIView):
 
     @extend_schema(
         operation_id="nft_personality_get",
+        parameters=_NFT_REF,
         summary="An NFT's personality",
         responses={200: PersonalityOutput, 404: OpenApiResponse(ErrorSerializer), **_ERRORS},
     )
@@ -105,8 +127,9 @@ class PersonalityApi(APIView):
 
     @extend_schema(
         operation_id="nft_personality_create",
+        parameters=_NFT_REF,
         summary="Create an NFT's personality (owner or staff)",
-        request=PersonalityInput,
+        request=PersonalityCreateInput,
         responses={201: PersonalityOutput, 409: OpenApiResponse(ErrorSerializer), **_ERRORS},
     )
     def post(self, request: Request, collection: str, token_id: str) -> Response:
@@ -121,6 +144,7 @@ class PersonalityApi(APIView):
 
     @extend_schema(
         operation_id="nft_personality_update",
+        parameters=_NFT_REF,
         summary="Update an NFT's personality (a new version)",
         request=PersonalityInput,
         responses={200: PersonalityOutput, 404: OpenApiResponse(ErrorSerializer), **_ERRORS},
@@ -141,6 +165,7 @@ class PersonalityVersionsApi(APIView):
 
     @extend_schema(
         operation_id="nft_personality_versions",
+        parameters=_NFT_REF,
         summary="Every version of an NFT's personality, newest first",
         responses={200: PersonalityVersionsOutput, 404: OpenApiResponse(ErrorSerializer)},
     )
@@ -158,6 +183,7 @@ class PersonalityProfileApi(APIView):
 
     @extend_schema(
         operation_id="nft_personality_profile",
+        parameters=_NFT_REF,
         summary="The agent profile document (markdown)",
         responses={(200, "text/markdown"): str, 404: OpenApiResponse(ErrorSerializer)},
     )
@@ -231,7 +257,7 @@ class OnboardingSessionApi(APIView):
     @extend_schema(
         operation_id="onboarding_get",
         summary="An onboarding session",
-        responses={200: OnboardingSessionOutput, 404: OpenApiResponse(ErrorSerializer)},
+        responses={200: OnboardingSessionOutput, **_ERRORS},
     )
     def get(self, request: Request, session_id: str) -> Response:
         wallet, _ = _wallet(request)
@@ -249,11 +275,7 @@ class OnboardingDetectApi(APIView):
         operation_id="onboarding_detect_nfts",
         summary="Detect the wallet's NFTs",
         request=DetectInput,
-        responses={
-            200: OnboardingSessionOutput,
-            400: OpenApiResponse(ErrorSerializer),
-            404: OpenApiResponse(ErrorSerializer),
-        },
+        responses={200: OnboardingSessionOutput, **_ERRORS},
     )
     def post(self, request: Request, session_id: str) -> Response:
         wallet, _ = _wallet(request)
@@ -300,7 +322,7 @@ class OnboardingPersonalityApi(APIView):
     @extend_schema(
         operation_id="onboarding_personality",
         summary="Configure (or skip) the agent's personality",
-        request=PersonalityInput,
+        request=OnboardingPersonalityInput,
         responses={200: OnboardingSessionOutput, **_ERRORS},
     )
     def post(self, request: Request, session_id: str) -> Response:

@@ -19,7 +19,7 @@ from billing.units import Rounding, micro_usd_to_micro_usdc
 from credits import inference
 from credits.errors import InvalidPackSize
 from credits.models import X402Payment, X402Quote
-from credits.pricing import actual_cost_at, estimate_cost_at
+from credits.pricing import actual_cost_at, estimate_cost_at, model_names
 from credits.purchases import PACKS
 from credits.x402.payments import PaidAnswer, x402_pay
 from credits.x402.protocol import (
@@ -36,7 +36,7 @@ from credits.x402.protocol import (
 from credits.x402.quotes import offer_of, request_fingerprint, x402_quote_create
 from finn.auth import Principal
 from finn.errors import InvalidRequest
-from finn.fields import ErrorSerializer, StrictIntegerField
+from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
 from finn.flags import require_feature
 from finn.ratelimit import client_ip, limit_or_raise
 from finn.validators import is_eth_address
@@ -144,8 +144,8 @@ class X402InvokeApi(APIView):
     throttle_classes = []
 
     class InvokeInput(serializers.Serializer):
-        model = serializers.CharField(max_length=64)
-        prompt = serializers.CharField(max_length=100_000, trim_whitespace=False)
+        model = StrictCharField(max_length=64, schema_enum=model_names)
+        prompt = StrictCharField(max_length=100_000, trim_whitespace=False)
         max_tokens = StrictIntegerField(required=False, min_value=1, max_value=1_000_000)
 
     @extend_schema(
@@ -211,7 +211,7 @@ class X402CreditPackApi(APIView):
     throttle_classes = []
 
     class PackInput(serializers.Serializer):
-        pack_size = StrictIntegerField(help_text="credit units: 500, 1000 or 2500")
+        pack_size = StrictIntegerField(schema_enum=sorted(PACKS), help_text="credit units: 500, 1000 or 2500")
 
     @extend_schema(
         operation_id="credits_x402_purchase",

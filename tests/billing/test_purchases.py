@@ -6,9 +6,11 @@ from datetime import timedelta
 
 import pytest
 from django.test import Client, override_settings
+from django.utils import timezone
 
 from billing.models import Account, BadgePurchase, BoostPurchase, JournalEntry, Posting
 from billing.services import BOOST_BUNDLE_CENTS, SYSTEM_REVENUE, system_account_id
+from finn.flags import feature_flag_set
 from finn.locks import lock_acquire
 from finn.models import AuditEvent
 from tests.conftest import post_json, run_threads
@@ -171,3 +173,22 @@ def test_purchases_fail_closed_while_redis_is_down_other_routes_work(make_accoun
     assert not BoostPurchase.objects.exists()
     assert not BadgePurchase.objects.exists()
     assert Account.objects.get(pk=funded.pk).available == 20 * USD
+
+
+@pytest.mark.django_db
+def test_the_billing_flag_off_turns_member_purchases_off_and_charges_nothing(make_account) -> None:
+    # given
+    funded = make_account(100 * USD)
+    feature_flag_set(name="billing", enabled=False, actor="test", now=timezone.now())
+    client = funded.client()
+    # when
+    boost = _boost(client, months=1)
+    badge = post_json(client, BADGES, {"member_id": "m1"})
+    # then: a disabled feature, not an outage; and reserves still work (no flag gates them)
+    assert (boost.status_code, boost.json()["code"]) == (404, "feature_disabled")
+    assert (badge.status_code, badge.json()["code"]) == (404, "feature_disabled")
+    assert not BoostPurchase.objects.exists()
+    assert not BadgePurchase.objects.exists()
+    assert Account.objects.get(pk=funded.pk).available == 100 * USD
+    reserve = post_json(client, "/api/v1/billing/entries", {"estimated_cost": 1_000})
+    assert reserve.status_code == 201, reserve.content

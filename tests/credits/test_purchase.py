@@ -16,6 +16,7 @@ from billing.models import Account, JournalEntry, Posting
 from billing.services import entry_reserve
 from credits.models import CreditPurchase, WalletIdentity
 from credits.purchases import TRANSFER_TOPIC, purchase_reorg_check
+from finn.flags import feature_flag_set
 from finn.models import AuditEvent
 from tests.conftest import post_json, run_threads
 from tests.fakes import fake_json_rpc
@@ -182,10 +183,18 @@ def test_refusals(make_account, chain: Chain, change: dict[str, Any], status: in
 
 
 @pytest.mark.django_db
-def test_not_configured_is_503(make_account) -> None:
+def test_not_configured_is_a_disabled_feature_not_an_outage(make_account) -> None:
     with override_settings(TREASURY_ADDRESS=""):
         response = post_json(_buyer(make_account).client(), "/api/v1/credits/purchase", _body())
-    assert (response.status_code, response.json()["code"]) == (503, "configuration_error")
+    assert (response.status_code, response.json()["code"]) == (404, "feature_disabled")
+
+
+@pytest.mark.django_db
+def test_the_credits_flag_off_turns_purchases_off(make_account, chain: Chain) -> None:
+    feature_flag_set(name="credits", enabled=False, actor="test", now=timezone.now())
+    response = post_json(_buyer(make_account).client(), "/api/v1/credits/purchase", _body())
+    assert (response.status_code, response.json()["code"]) == (404, "feature_disabled")
+    assert not CreditPurchase.objects.exists()
 
 
 @pytest.mark.django_db(transaction=True)

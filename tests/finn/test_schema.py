@@ -50,3 +50,21 @@ def test_models_and_migrations_agree() -> None:
     )
     # then
     assert completed.returncode == 0, completed.stdout + completed.stderr
+
+
+@pytest.mark.django_db
+def test_every_operation_documents_the_refusals_every_route_can_give() -> None:
+    # when
+    schema = Client().get("/api/schema/?format=json").json()
+    # then: what the shared machinery answers is in the schema of each operation
+    for path, item in schema["paths"].items():
+        for method, operation in item.items():
+            statuses = set(operation["responses"])
+            assert {"400", "429", "503"} <= statuses, (method, path, statuses)
+            if any(requirement for requirement in operation.get("security", [])):
+                assert "401" in statuses, (method, path)
+            if "requestBody" in operation:
+                assert "413" in statuses, (method, path)
+    commit = schema["paths"]["/api/v1/billing/entries/{entry_id}/commit"]["post"]
+    entry_id = next(p for p in commit["parameters"] if p["in"] == "path")
+    assert entry_id["schema"]["pattern"].startswith("^[0-7]")

@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from billing.models import Account
 from finn.flags import allowlist_add
+from finn.models import AuditEvent
 from finn.untrusted_json import MAX_DEPTH, UntrustedJsonError, json_loads_untrusted
 from tests.conftest import Funded
 from tests.credits.x402_helpers import X402_SETTINGS
@@ -50,6 +51,11 @@ def _timed(call: Callable[[], Any]) -> tuple[Any, float]:
         (b"[1" + b"0" * 1_100_000 + b"]", "payload_too_large"),
         (b"[0." + b"1" * 1_100_000 + b"]", "payload_too_large"),
         (b'{"a": "\x00"}', "malformed_json"),
+        (b'{"a": "x\\u0000"}', "malformed_json"),  # an escaped NUL: PostgreSQL stores none
+        (b'{"\\u0000": 1}', "malformed_json"),
+        (b'{"a": ["\\ud800"]}', "malformed_json"),  # an unpaired surrogate: not UTF-8
+        (b'{"a": "\\udc00\\ud800"}', "malformed_json"),  # low before high: still unpaired
+        (b'["\\u0000' + b"a" * 1_000_000 + b'"]', "malformed_json"),
         (b"\x00" * 1000, "malformed_json"),
         (b" " * (1024 * 1024 + 1), "payload_too_large"),
         (b'["' + b'\\"' * 400_000, "malformed_json"),
@@ -76,6 +82,14 @@ def test_duplicate_keys_keep_the_last_value_and_long_numbers_decode_linearly() -
     assert json_loads_untrusted(many) == {"k": 49_999}
     assert json_loads_untrusted(b"[0." + b"1" * 500_000 + b"]") == [0.1111111111111111]
     assert time.perf_counter() - started < BOUND_SECONDS
+
+
+def test_escapes_that_are_storable_stay() -> None:
+    assert json_loads_untrusted(b'{"a": "\\ud83d\\ude00", "b": "\\\\u0000", "c": "\\u0001"}') == {
+        "a": "\U0001f600",
+        "b": "\\u0000",
+        "c": "\x01",
+    }
 
 
 def test_limits_leave_ordinary_documents_alone() -> None:
@@ -145,6 +159,30 @@ HUGE_NUMBERS = [
     b'{"estimated_cost": 1.5, "correlation_id": "c"}',  # money is an integer
     b'{"estimated_cost": -1, "estimated_cost": 5, "correlation_id": "c", "correlation_id": ' + b"[]" + b"}",
 ]
+
+
+UNSTORABLE_TEXT = [
+    b'{"name": "a\\u0000b", "voice": "sage", "expertise_domains": ["x\\u0000"], "correlation_id": "c\\u0000"}',
+    b'{"name": "\\ud800", "voice": "sage", "reason": "\\udfff", "message": "\\ud800", "prompt": "\\ud800"}',
+]
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(("method", "path"), API_ROUTES)
+@pytest.mark.parametrize("body", UNSTORABLE_TEXT, ids=["nul", "surrogate"])
+def test_every_api_route_answers_text_postgres_cannot_store_with_400(
+    make_account: Callable[..., Funded], method: str, path: str, body: bytes
+) -> None:
+    # given: staff (every route reaches its body); the personality route stored this and answered 500
+    client = make_account(10_000_000, staff=True).client()
+    audit_rows = AuditEvent.objects.count()
+    with override_settings(**X402_SETTINGS, FEATURE_NFT=True, FEATURE_ONBOARDING=True):
+        # when
+        response, elapsed = _timed(lambda: getattr(client, method)(path, data=body, content_type="application/json"))
+    # then
+    assert (response.status_code, response.json()["code"]) == (400, "malformed_json"), response.content
+    assert elapsed < BOUND_SECONDS
+    assert AuditEvent.objects.count() == audit_rows
 
 
 @pytest.mark.django_db
