@@ -102,8 +102,8 @@ lint: install-dev
 	$(BIN)/mypy .
 
 # Tools the suite drives, from Debian's packages when missing: Chromium (browser tests),
-# promtool and amtool (alert rules and Alertmanager config).
-TOOL_PACKAGES := chromium:chromium promtool:prometheus amtool:prometheus-alertmanager
+# promtool and amtool (alert rules and Alertmanager config), PgBouncer (tests/faults/test_pgbouncer.py).
+TOOL_PACKAGES := chromium:chromium promtool:prometheus amtool:prometheus-alertmanager pgbouncer:pgbouncer
 browser:
 	@missing=""; for pair in $(TOOL_PACKAGES); do \
 		command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair##*:}"; done; \

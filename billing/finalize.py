@@ -30,7 +30,7 @@ from billing.metrics import finalize_attempts_total, finalize_escalations_total,
 from billing.models import BillingEntry
 from billing.states import EntryState
 from finn.breaker import CircuitBreaker
-from finn.locks import AdvisoryLock, advisory_lock, fence_raise, lock_acquire, lock_release
+from finn.locks import Job, fence_raise, job_lease, lock_acquire, lock_release
 from finn.queue import task_send
 from finn.registry import breaker_register
 
@@ -186,8 +186,8 @@ def finalize_sweep(*, now: datetime, grace_seconds: int = 10, batch_size: int = 
     Each picked entry is leased for 60 s (``next_attempt_at`` moved ahead) so
     the next sweep does not enqueue it again while its message waits.
     """
-    with advisory_lock(AdvisoryLock.FINALIZE_SWEEP) as acquired:
-        if not acquired:
+    with job_lease(Job.FINALIZE_SWEEP) as lease:
+        if lease is None:
             return SweepResult(enqueued=0, pending=-1)
         with connection.cursor() as cursor:
             cursor.execute(
@@ -209,8 +209,8 @@ def finalize_escalate(*, now: datetime, batch_size: int = 500) -> int:
     """Escalate poison older than FINALIZE_ESCALATION_HOURS, once per entry."""
     cutoff = now - timedelta(hours=settings.FINALIZE_ESCALATION_HOURS)
     escalated = 0
-    with advisory_lock(AdvisoryLock.FINALIZE_ESCALATION) as acquired:
-        if not acquired:
+    with job_lease(Job.FINALIZE_ESCALATION) as lease:
+        if lease is None:
             return 0
         candidates = list(
             BillingEntry.objects.filter(

@@ -25,7 +25,7 @@ from billing.cache import BALANCE_CACHE_TTL_SECONDS, balance_cache_key, daily_ca
 from billing.metrics import balance_drift_total, reconciliation_divergences, reconciliation_drift_alert
 from billing.models import Account, AccountKind, DailySpend
 from finn.audit import AuditRecord, audit_append, audit_append_many
-from finn.locks import AdvisoryLock, advisory_lock
+from finn.locks import Job, Lease, job_lease
 from finn.redis import get_redis, register_script, run_script
 
 logger = logging.getLogger(__name__)
@@ -83,10 +83,10 @@ def _int_or_none(value: str | None) -> int | None:
 
 def reconciliation_run(*, now: datetime, batch_size: int = 1000) -> ReconciliationResult | None:
     """Compare every account's cached balances with its ledger row; repair and audit."""
-    with advisory_lock(AdvisoryLock.RECONCILIATION) as acquired:
-        if not acquired:
+    with job_lease(Job.RECONCILIATION) as lease:
+        if lease is None:
             return None
-        return _run(now=now, batch_size=batch_size)
+        return _run(now=now, batch_size=batch_size, lease=lease)
 
 
 def _reconcile_daily(*, now: datetime, run_id: str) -> tuple[int, int]:
@@ -133,7 +133,7 @@ def _reconcile_daily(*, now: datetime, run_id: str) -> tuple[int, int]:
     return len(divergent), corrected
 
 
-def _run(*, now: datetime, batch_size: int) -> ReconciliationResult:
+def _run(*, now: datetime, batch_size: int, lease: Lease) -> ReconciliationResult:
     started = time.monotonic()
     run_id = f"recon-{ULID()}"
     client = get_redis()
@@ -146,7 +146,7 @@ def _run(*, now: datetime, batch_size: int) -> ReconciliationResult:
             .order_by("pk")
             .values_list("pk", "available", "held", "version")[:batch_size]
         )
-        if not rows:
+        if not rows or not lease.renew():  # a run that lost its lease stops: one run at a time
             break
         last_pk = rows[-1][0]
         pipe = client.pipeline(transaction=False)

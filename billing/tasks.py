@@ -16,7 +16,7 @@ from billing.reconciliation import reconciliation_run
 from billing.selectors import ledger_check
 from billing.services import holds_expire
 from finn.guard import guard_bypass_record, guard_state_set
-from finn.locks import AdvisoryLock, advisory_lock
+from finn.locks import Job, job_lease
 
 logger = logging.getLogger(__name__)
 LEDGER_CHECK_TIMEOUT_SECONDS = 300  # bounded: a runaway check must not hold a connection for long
@@ -30,8 +30,8 @@ def ledger_check_task() -> str:
     marks the conservation guard ``degraded``; a pass sets it back to ``ready``.
     """
 
-    with advisory_lock(AdvisoryLock.LEDGER_CHECK) as acquired:
-        if not acquired:
+    with job_lease(Job.LEDGER_CHECK) as lease:
+        if lease is None:
             return "ledger check: another run is in progress"
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{LEDGER_CHECK_TIMEOUT_SECONDS}s"])

@@ -26,7 +26,7 @@ from typing import Any
 from django.db import connection, transaction
 
 from finn.audit import payload_crc32
-from finn.locks import AdvisoryLock, drain_batches
+from finn.locks import Job, drain_batches, xact_lock
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +47,7 @@ def chain_hash(prev_hash: str, sequence: int, event_type: str, billing_entry_id:
 def audit_chain(*, batch_size: int = 5000, max_batches: int = 200, lag_seconds: int = CHAIN_LAG_SECONDS) -> int:
     """Link unchained records older than the lag, in sequence order; return how many."""
     linked = drain_batches(
-        AdvisoryLock.AUDIT_CHAIN,
+        Job.AUDIT_CHAIN,
         lambda: _chain_batch(batch_size=batch_size, lag_seconds=lag_seconds),
         batch_size=batch_size,
         max_batches=max_batches,
@@ -57,6 +57,9 @@ def audit_chain(*, batch_size: int = 5000, max_batches: int = 200, lag_seconds: 
 
 @transaction.atomic(durable=True)
 def _chain_batch(*, batch_size: int, lag_seconds: int) -> int:
+    # Serial even if the job's lease expired under a stalled holder: each batch extends the
+    # chain from its current head, so two batches must never interleave.
+    xact_lock("audit_chain")
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT sequence, chain_hash FROM finn_auditevent WHERE chain_hash IS NOT NULL"

@@ -8,15 +8,19 @@ Redis failover); that is why the token exists: the protected row stores the
 highest token accepted and every locked write is a conditional UPDATE
 requiring ``token > stored`` — PostgreSQL, not Redis, decides who may write.
 
-Advisory locks (one-at-a-time jobs): ``pg_try_advisory_lock`` keyed by
-``AdvisoryLock``; the session lock is released in ``finally`` and by
-PostgreSQL itself if the process dies.
+One-at-a-time jobs: a lease row per ``Job`` (``job_lease``), taken, renewed and freed by
+single statements, so nothing depends on the database session (a transaction-mode pooler hands
+each transaction a different server connection; a session-level advisory lock taken on one was
+unlocked on another and stayed held). Serial steps inside a transaction use ``xact_lock``
+(released at commit or rollback). finn takes no session-level lock anywhere.
 """
 
 from __future__ import annotations
 
 import enum
 import logging
+import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -107,29 +111,82 @@ def fence_raise(*, fence_key: str, minimum: int) -> bool:
     return bool(run_script(_RAISE_FENCE, [fence_key], [minimum]))
 
 
-class AdvisoryLock(enum.IntEnum):
-    """Keys of the PostgreSQL advisory locks of one-at-a-time jobs."""
+class Job(enum.StrEnum):
+    """One-at-a-time jobs, each with a lease row in ``finn_joblease``."""
 
-    HOLD_EXPIRY_SWEEP = 710_001
-    FINALIZE_SWEEP = 710_002
-    RECONCILIATION = 710_003
-    AUDIT_CHAIN = 710_004
-    FINALIZE_ESCALATION = 710_005
-    LEDGER_CHECK = 710_006
+    HOLD_EXPIRY_SWEEP = "hold_expiry_sweep"
+    FINALIZE_SWEEP = "finalize_sweep"
+    RECONCILIATION = "reconciliation"
+    AUDIT_CHAIN = "audit_chain"
+    FINALIZE_ESCALATION = "finalize_escalation"
+    LEDGER_CHECK = "ledger_check"
+
+
+# How long a lease lasts without renewal: how long a job stays paused after its holder died.
+# Batch jobs renew after every batch (a batch takes well under a second), so these are short.
+JOB_LEASE_SECONDS = {
+    Job.HOLD_EXPIRY_SWEEP: 10,
+    Job.FINALIZE_SWEEP: 30,
+    Job.RECONCILIATION: 120,
+    Job.AUDIT_CHAIN: 30,
+    Job.FINALIZE_ESCALATION: 300,
+    Job.LEDGER_CHECK: 900,
+}
+
+_LEASE_TAKE = """
+INSERT INTO finn_joblease (name, holder, expires_at, acquired_at)
+VALUES (%s, %s, clock_timestamp() + make_interval(secs => %s), clock_timestamp())
+ON CONFLICT (name) DO UPDATE
+   SET holder = EXCLUDED.holder, expires_at = EXCLUDED.expires_at, acquired_at = EXCLUDED.acquired_at
+ WHERE finn_joblease.expires_at <= clock_timestamp()
+RETURNING holder"""
+_LEASE_RENEW = (
+    "UPDATE finn_joblease SET expires_at = clock_timestamp() + make_interval(secs => %s)"
+    " WHERE name = %s AND holder = %s AND expires_at > clock_timestamp()"
+)
+_LEASE_FREE = "UPDATE finn_joblease SET expires_at = clock_timestamp() WHERE name = %s AND holder = %s"
+
+
+@dataclass
+class Lease:
+    """A held job lease; ``renew()`` is False once another holder has taken the job."""
+
+    job: Job
+    holder: str
+    seconds: int
+
+    def renew(self) -> bool:
+        with connection.cursor() as cursor:
+            cursor.execute(_LEASE_RENEW, [self.seconds, str(self.job), self.holder])
+            return cursor.rowcount == 1
+
+
+def _holder() -> str:
+    return f"{socket.gethostname()[:32]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
 
 
 @contextmanager
-def advisory_lock(key: AdvisoryLock) -> Iterator[bool]:
-    """Yield True if this process now runs the job ``key``, False if another does."""
+def job_lease(job: Job, *, seconds: int | None = None) -> Iterator[Lease | None]:
+    """Yield a ``Lease`` if this process now runs ``job``, None if another holder does.
+
+    Each step is one statement on the database clock (no session state), so it is safe behind
+    a transaction-mode pooler, across nodes and across app-server clock jumps; the lease is
+    freed on exit, and by expiry if the process dies. A lease can expire under a stalled holder,
+    so every job is also safe to run twice at once (compare-and-set rows, SKIP LOCKED, or a
+    transaction-scoped lock around the step that must be serial).
+    """
+    lease = Lease(job=job, holder=_holder(), seconds=seconds or JOB_LEASE_SECONDS[job])
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [int(key)])
-        acquired = bool(cursor.fetchone()[0])
+        cursor.execute(_LEASE_TAKE, [str(job), lease.holder, lease.seconds])
+        taken = cursor.fetchone() is not None
+    if not taken:
+        yield None
+        return
     try:
-        yield acquired
+        yield lease
     finally:
-        if acquired:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [int(key)])
+        with connection.cursor() as cursor:
+            cursor.execute(_LEASE_FREE, [str(job), lease.holder])
 
 
 def xact_lock(name: str, *, wait: bool = True) -> bool:
@@ -148,19 +205,20 @@ def xact_lock(name: str, *, wait: bool = True) -> bool:
     return True if wait else bool(row[0])
 
 
-def drain_batches(key: AdvisoryLock, batch: Callable[[], int], *, batch_size: int, max_batches: int) -> int | None:
+def drain_batches(job: Job, batch: Callable[[], int], *, batch_size: int, max_batches: int) -> int | None:
     """Run ``batch()`` (one transaction each) until it returns fewer than ``batch_size``.
 
-    One process at a time (advisory lock ``key``); None if another holds it.
-    ``max_batches`` bounds one run so a huge backlog cannot starve the worker.
+    One holder at a time (the lease of ``job``, renewed after each batch; a run that lost it
+    stops); None if another holds it. ``max_batches`` bounds one run so a huge backlog cannot
+    starve the worker.
     """
-    with advisory_lock(key) as acquired:
-        if not acquired:
+    with job_lease(job) as lease:
+        if lease is None:
             return None
         total = 0
         for _ in range(max_batches):
             count = batch()
             total += count
-            if count < batch_size:
+            if count < batch_size or not lease.renew():
                 break
         return total

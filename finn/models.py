@@ -167,3 +167,21 @@ class BetaAllowlistEntry(models.Model):
 
     def __str__(self) -> str:
         return self.address
+
+
+class JobLease(models.Model):
+    """Who runs a one-at-a-time job now, until when (``finn.locks.job_lease``).
+
+    A row per job, taken and renewed by single statements against the database clock, so it
+    works behind a transaction-mode pooler (a session-level advisory lock does not: its unlock
+    can land on another server connection) and on every node; a holder that dies frees the job
+    when ``expires_at`` passes.
+    """
+
+    name = models.CharField(max_length=64, primary_key=True)
+    holder = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+    acquired_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} held by {self.holder} until {self.expires_at:%Y-%m-%d %H:%M:%S}"

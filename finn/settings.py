@@ -12,6 +12,7 @@ import sys
 from datetime import timedelta
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
 import dj_database_url
 import django_stubs_ext
@@ -102,6 +103,13 @@ try:
     IDEMPOTENCY_KEY_RETENTION_HOURS = env_int("IDEMPOTENCY_KEY_RETENTION_HOURS", 24, minimum=1)
     IDEMPOTENCY_LEASE_SECONDS = env_int("IDEMPOTENCY_LEASE_SECONDS", 60, minimum=1)
     DB_PREPARED_STATEMENTS = env_bool("DB_PREPARED_STATEMENTS", True)
+    # A transaction-mode pooler (PgBouncer, PgCat, Supavisor, RDS Proxy) gives each transaction
+    # whichever server connection is free: no prepared statements, no session state. finn takes
+    # one to be there when DB_POOLER=transaction, or when DATABASE_URL's port is 6432
+    # (PgBouncer's default) and DB_POOLER is not "none".
+    DB_POOLER = (env_str("DB_POOLER", "") or "").strip().lower()
+    if DB_POOLER not in ("", "none", "session", "transaction"):
+        raise ConfigurationError("DB_POOLER must be none, session or transaction")
     LOG_LEVEL = (env_str("LOG_LEVEL", "INFO") or "INFO").upper()
     OTEL_ENABLED = env_bool("OTEL_ENABLED", False)
     # --- NFT agents (nft/) ---
@@ -244,17 +252,56 @@ TEMPLATES = [
 # No health check (a SELECT 1 before each request's first query): a connection that broke
 # raises on its first statement, the request answers 503 database_unavailable
 # (finn.errors), and Django drops the connection at the request's end.
-_db = dj_database_url.parse(
-    DATABASE_URL or "", conn_max_age=60, conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False)
-)
+
+
+def _database_settings(url: str) -> dict[str, Any]:
+    """``dj_database_url.parse``, plus several hosts: ``postgres://u@h1:5432,h2:5432/db?target_session_attrs=read-write``.
+
+    libpq takes comma-separated hosts and ports and tries them in order; with
+    ``target_session_attrs=read-write`` it skips a standby, so after a failover finn reconnects to
+    the promoted primary by itself (README, "Failover and durability").
+    """
+    found = re.match(r"^(?P<scheme>[a-z0-9+]+://)(?P<user>[^@/]*@)?(?P<hosts>[^/?]*,[^/?]*)(?P<rest>[/?].*)?$", url)
+    if not found:
+        return dict(
+            dj_database_url.parse(url, conn_max_age=60, conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False))
+        )
+    hosts, ports = [], []
+    for part in found["hosts"].split(","):
+        host, _, port = part.rpartition(":") if ":" in part else (part, "", "5432")
+        hosts.append(host)
+        ports.append(port or "5432")
+    single = f"{found['scheme']}{found['user'] or ''}multihost{found['rest'] or ''}"
+    parsed = dict(
+        dj_database_url.parse(single, conn_max_age=60, conn_health_checks=env_bool("DB_CONN_HEALTH_CHECKS", False))
+    )
+    parsed["HOST"], parsed["PORT"] = ",".join(hosts), ",".join(ports)
+    return parsed
+
+
+_db = _database_settings(DATABASE_URL or "")
 # PostgreSQL with django-prometheus's database metrics, cheap per statement (finn/db_backend).
 _db["ENGINE"] = "finn.db_backend"
 _db.setdefault("OPTIONS", {})
 _db["OPTIONS"].setdefault("connect_timeout", 5)
-if DB_PREPARED_STATEMENTS:
+DB_BEHIND_TRANSACTION_POOLER = DB_POOLER == "transaction" or (
+    DB_POOLER == "" and "6432" in str(_db.get("PORT") or "").split(",")
+)
+if DB_BEHIND_TRANSACTION_POOLER:
+    # A statement prepared on one server connection does not exist on the next one
+    # ('prepared statement "_pg3_0" already exists' / 'does not exist'): never prepare, and no
+    # server-side cursors (they outlive the transaction that a pooler scopes them to).
+    if env_str("DB_PREPARED_STATEMENTS") is not None and DB_PREPARED_STATEMENTS:
+        _refuse_to_start(
+            "DB_PREPARED_STATEMENTS=true cannot work behind a transaction-mode pooler"
+            " (DB_POOLER=transaction, or port 6432); unset it, or set DB_POOLER=none for a direct connection"
+        )
+    DB_PREPARED_STATEMENTS = False
+    _db["OPTIONS"]["prepare_threshold"] = None
+    _db["DISABLE_SERVER_SIDE_CURSORS"] = True
+elif DB_PREPARED_STATEMENTS:
     # Server-side binding lets psycopg prepare statements it has run 5 times:
     # planning the API-key lookup (a 3-table join) cost more than running it.
-    # Turn off (DB_PREPARED_STATEMENTS=false) behind a transaction-mode pooler.
     _db["OPTIONS"].setdefault("server_side_binding", True)
     _db["OPTIONS"].setdefault("prepare_threshold", 5)
 _db["TEST"] = {"NAME": env_str("TEST_DATABASE_NAME", f"test_{_db.get('NAME') or 'finn'}")}

@@ -13,7 +13,7 @@ from billing.metrics import (
 )
 from billing.states import EntryState, ReleaseReason
 from finn.audit import AuditRecord, audit_append_many
-from finn.locks import AdvisoryLock, drain_batches
+from finn.locks import Job, drain_batches
 
 
 @transaction.atomic(durable=True)
@@ -111,10 +111,10 @@ def holds_expire_batch(*, now: datetime, batch_size: int) -> int:
 
 
 def holds_expire(*, now: datetime, batch_size: int | None = None, max_batches: int = 100) -> int:
-    """Release every expired hold (bounded per run), one advisory-locked sweeper at a time."""
+    """Release every expired hold (bounded per run), one sweeper (the job lease) at a time."""
     size = batch_size or settings.HOLD_EXPIRY_BATCH_SIZE
     released = drain_batches(
-        AdvisoryLock.HOLD_EXPIRY_SWEEP,
+        Job.HOLD_EXPIRY_SWEEP,
         lambda: holds_expire_batch(now=now, batch_size=size),
         batch_size=size,
         max_batches=max_batches,

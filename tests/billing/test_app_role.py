@@ -8,14 +8,14 @@ from typing import Any
 import psycopg
 import pytest
 from django.conf import settings
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 from django.db.backends.signals import connection_created
 from django.db.utils import ProgrammingError
 from django.test import Client, override_settings
 from django.utils import timezone
 
 from billing import services
-from billing.models import BillingEntry
+from billing.models import Account, BillingEntry
 from billing.states import EntryState
 from finn.audit_chain import audit_chain
 from finn.idempotency import idempotency_key_cleanup
@@ -102,3 +102,34 @@ def test_every_money_flow_works_as_the_app_role(app_role: None, make_account, no
     assert Client().get("/api/v1/accounts/me/balance").status_code == 401
     assert client.get("/api/v1/accounts/me/balance").status_code == 200
     assert BillingEntry.objects.filter(state=EntryState.VOIDED).count() == 1
+
+
+def _committed(sql: str, params: list[object] | None = None) -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(sql, params or [])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_app_role_cannot_mint_credit_by_editing_a_balance_row(app_role: None, make_account) -> None:
+    # given
+    funded = make_account(1_000_000)
+    # when: a compromised app role adds a dollar to its balance, without postings
+    with pytest.raises(IntegrityError, match="billing_account_balance_follows_postings"):
+        _committed("UPDATE billing_account SET available = available + 1000000 WHERE id = %s", [funded.pk])
+    # or moves the posted sums along, or starts an account with money, or steps out of the check
+    with pytest.raises(ProgrammingError) as denied:
+        _committed(
+            "UPDATE billing_account SET available = available + 1, posted_available = posted_available + 1"
+            " WHERE id = %s",
+            [funded.pk],
+        )
+    with pytest.raises(IntegrityError, match="billing_account_balance_follows_postings"):
+        _committed(
+            "INSERT INTO billing_account (kind, name, available, held, credit_limit, allow_overcapture,"
+            " reserves_frozen, version, created_at) VALUES ('user', 'x', 1000000, 0, 0, false, false, 0, now())"
+        )
+    with pytest.raises(IntegrityError, match="billing_account_kind_immutable"):
+        _committed("UPDATE billing_account SET kind = 'system', available = 5 WHERE id = %s", [funded.pk])
+    # then: nothing changed
+    assert isinstance(denied.value.__cause__, psycopg.errors.InsufficientPrivilege)
+    assert Account.objects.get(pk=funded.pk).available == 1_000_000

@@ -6,7 +6,7 @@ import pytest
 from django.db import IntegrityError, connection, transaction
 
 from billing import services
-from billing.models import Posting
+from billing.models import Account, Posting
 from billing.states import CHARGED_STATES, TRANSITIONS, EntryState
 from finn.models import AuditEvent
 
@@ -148,3 +148,19 @@ def test_audit_sequence_increases_and_crc_is_well_formed(make_account, now) -> N
 
 class _Rollback(Exception):
     pass
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_balance_change_without_its_postings_is_refused_at_commit(make_account, now) -> None:
+    # given
+    funded = make_account(5_000)
+    # when: any role (here the owner) edits a balance row without postings
+    with pytest.raises(IntegrityError, match="billing_account_balance_follows_postings"), transaction.atomic():
+        _raw("UPDATE billing_account SET available = available + 1000000 WHERE id = %s", [funded.pk])
+    with pytest.raises(IntegrityError, match="billing_account_balance_follows_postings"), transaction.atomic():
+        _raw("UPDATE billing_account SET available = available - 100, held = held + 100 WHERE id = %s", [funded.pk])
+    # then: unchanged; and a change that comes with its postings commits
+    assert Account.objects.get(pk=funded.pk).available == 5_000
+    services.entry_reserve(account_id=funded.pk, estimated_cost=100, correlation_id="c", now=now)
+    funded.account.refresh_from_db()
+    assert (funded.account.available, funded.account.held) == (4_900, 100)

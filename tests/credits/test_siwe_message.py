@@ -156,6 +156,39 @@ def test_known_bad_messages_are_refused() -> None:
             siwe_parse(message)
 
 
+@pytest.mark.parametrize(
+    ("authority", "accepted"),
+    [
+        ("localhost:65535", True),
+        ("127.0.0.1:8000", True),
+        # found by `make fuzz` (mutants of the seed message): finn read these, the library refused them
+        ("localhost:80000", False),
+        ("localhost:65536", False),
+        ("localhost:123456", False),
+        ("localho.0:8000", False),  # ends in a number, so the URL parser reads it as IPv4
+        ("256.1.1.1", False),
+    ],
+)
+def test_an_authority_the_library_refuses_is_refused(authority: str, accepted: bool) -> None:
+    # given
+    valid = _random_message(random.Random(7))
+    uri = next(line for line in valid.split("\n") if line.startswith("URI: "))
+    message = valid.replace(uri, f"URI: http://{authority}/login")
+    # when
+    try:
+        SiweMessage.from_message(message)
+        library = True
+    except Exception:
+        library = False
+    # then: the library's verdict, and finn's is the same
+    assert library is accepted
+    if accepted:
+        assert siwe_parse(message).uri == f"http://{authority}/login"
+    else:
+        with pytest.raises(SiweMessageError):
+            siwe_parse(message)
+
+
 def _largest_message(nonce: str) -> str:
     """All optional fields and as many resources as fit under the 4,096-character cap."""
     now = datetime.now(UTC)

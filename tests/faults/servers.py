@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -64,3 +65,65 @@ class ThrowawayRedis:
             self.process.kill()
             self.process.wait(timeout=10)
             self.process = None
+
+
+class ThrowawayPgBouncer:
+    """PgBouncer in transaction mode on a spare port, in front of the machine's PostgreSQL.
+
+    A small pool (``pool_size`` server connections) so consecutive transactions of one client
+    land on different server connections, as they do under load in production. PgBouncer will
+    not run as root: it runs as ``postgres`` from a directory of its own.
+    """
+
+    def __init__(self, *, database: str, pool_size: int = 3) -> None:
+        import pwd
+        import tempfile
+
+        self.port = free_port()
+        self.database = database
+        self.directory = tempfile.mkdtemp(prefix="finn-pgbouncer-")
+        owner = pwd.getpwnam("postgres")
+        os.chown(self.directory, owner.pw_uid, owner.pw_gid)
+        self.config = os.path.join(self.directory, "pgbouncer.ini")
+        self.log = os.path.join(self.directory, "pgbouncer.log")
+        with open(self.config, "w", encoding="utf-8") as handle:
+            handle.write(
+                "[databases]\n"
+                f"{database} = host=127.0.0.1 port=5432 user=postgres dbname={database}\n"
+                "[pgbouncer]\n"
+                f"listen_addr = 127.0.0.1\nlisten_port = {self.port}\nunix_socket_dir =\n"
+                "auth_type = any\npool_mode = transaction\n"
+                f"default_pool_size = {pool_size}\nmin_pool_size = 0\nmax_client_conn = 500\n"
+                f"logfile = {self.log}\npidfile = {self.directory}/pgbouncer.pid\n"
+                "ignore_startup_parameters = extra_float_digits,options\n"
+                "server_reset_query =\nserver_round_robin = 1\n"
+            )
+        os.chmod(self.config, 0o644)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
+
+    def start(self) -> None:
+        binary = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
+        self.process = subprocess.Popen(
+            # setpriv execs PgBouncer itself (no intermediate process), so terminate() reaches it.
+            ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", binary, self.config],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            time.sleep(0.05)
+        raise RuntimeError("pgbouncer did not start")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+            self.process = None
+        shutil.rmtree(self.directory, ignore_errors=True)

@@ -1,12 +1,20 @@
-"""Redis locks with fencing tokens, on the real Redis."""
+"""Redis locks with fencing tokens (real Redis), and the job leases of one-at-a-time jobs (real PostgreSQL)."""
 
 from __future__ import annotations
 
 import time
 
 import pytest
+from django.db import connection
+from django.utils import timezone
 
-from finn.locks import FENCE_MAX, AdvisoryLock, advisory_lock, fence_raise, lock_acquire, lock_release
+from billing.finalize import finalize_escalate, finalize_sweep
+from billing.reconciliation import reconciliation_run
+from billing.services.holds import holds_expire
+from billing.tasks import ledger_check_task
+from finn.audit_chain import audit_chain
+from finn.locks import FENCE_MAX, Job, fence_raise, job_lease, lock_acquire, lock_release
+from finn.models import JobLease
 from finn.redis import get_redis
 
 
@@ -77,18 +85,51 @@ def test_fence_can_be_raised_after_a_counter_reset() -> None:
 
 
 @pytest.mark.django_db(transaction=True)
-def test_advisory_lock_admits_one_holder() -> None:
-    # given
-    from django.db import connections
+def test_a_job_lease_admits_one_holder_and_is_free_again_after_it() -> None:
+    # when
+    with (
+        job_lease(Job.RECONCILIATION) as first,
+        job_lease(Job.RECONCILIATION) as second,
+        job_lease(Job.LEDGER_CHECK) as other_job,
+    ):
+        pass
+    with job_lease(Job.RECONCILIATION) as after:
+        pass
+    # then
+    assert first is not None
+    assert second is None
+    assert other_job is not None
+    assert after is not None
 
-    other = connections.create_connection("default")
-    try:
+
+@pytest.mark.django_db(transaction=True)
+def test_a_dead_holders_lease_expires_and_it_cannot_renew_it_back() -> None:
+    # given: a holder that "died": its lease is left in place and runs out
+    with job_lease(Job.HOLD_EXPIRY_SWEEP, seconds=1) as dead:
+        assert dead is not None
+        with connection.cursor() as cursor:
+            cursor.execute("UPDATE finn_joblease SET expires_at = clock_timestamp() - interval '1 s'")
         # when
-        with advisory_lock(AdvisoryLock.RECONCILIATION) as first, other.cursor() as cursor:
-            cursor.execute("SELECT pg_try_advisory_lock(%s)", [int(AdvisoryLock.RECONCILIATION)])
-            second = cursor.fetchone()[0]
-        # then
-        assert first is True
-        assert second is False
-    finally:
-        other.close()
+        with job_lease(Job.HOLD_EXPIRY_SWEEP) as successor:
+            # then: the job runs again, and the old holder learns it lost the job
+            assert successor is not None
+            assert dead.renew() is False
+            assert successor.renew() is True
+    assert JobLease.objects.get(name=Job.HOLD_EXPIRY_SWEEP).holder == successor.holder
+
+
+@pytest.mark.django_db(transaction=True)
+def test_no_job_leaves_a_session_lock_behind() -> None:
+    # when: every one-at-a-time job runs
+    now = timezone.now()
+    holds_expire(now=now)
+    finalize_sweep(now=now)
+    finalize_escalate(now=now)
+    reconciliation_run(now=now)
+    audit_chain(lag_seconds=0)
+    ledger_check_task()
+    # then: nothing is held by this session (a pooler would hand it to the next client)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid()")
+        assert cursor.fetchone()[0] == 0
+    assert not JobLease.objects.filter(expires_at__gt=timezone.now()).exists()

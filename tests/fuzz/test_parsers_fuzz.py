@@ -39,14 +39,29 @@ settings.load_profile(os.environ.get("FINN_FUZZ_PROFILE", "ci"))
 BOUND_SECONDS = 0.05
 
 
-def _bounded(call: Callable[[], Any], *expected: type[BaseException]) -> Any:
+def _once(call: Callable[[], Any], expected: tuple[type[BaseException], ...]) -> tuple[Any, float]:
     started = time.perf_counter()
     try:
-        return call()
+        result = call()
     except expected:
-        return None
-    finally:
-        assert time.perf_counter() - started < BOUND_SECONDS
+        result = None
+    return result, time.perf_counter() - started
+
+
+def _bounded(call: Callable[[], Any], *expected: type[BaseException]) -> Any:
+    """``call()`` (its expected refusals → None), held to the time bound.
+
+    An input over the bound is timed twice more and the fastest run counts: a slow input is slow
+    every time, a scheduler stall on a loaded machine is not (the long fuzz once saw 160 ms on a
+    6-byte input that took microseconds on every retry).
+    """
+    result, elapsed = _once(call, expected)
+    for _ in range(2):
+        if elapsed < BOUND_SECONDS:
+            break
+        elapsed = min(elapsed, _once(call, expected)[1])
+    assert elapsed < BOUND_SECONDS
+    return result
 
 
 _json_values = st.recursive(
