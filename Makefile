@@ -22,7 +22,7 @@ RUN_X402 := FEATURE_X402=$${FEATURE_X402:-true} \
 	X402_PAY_TO=$${X402_PAY_TO:-0x000000000000000000000000000000000000dead} \
 	X402_FACILITATOR_URL=$${X402_FACILITATOR_URL-https://x402.org/facilitator}
 
-.PHONY: help run test services browser install install-dev database lint bench load fuzz
+.PHONY: help run test services browser install install-dev database lint bench load fuzz chaos
 
 help:
 	@echo "make run   - start finn (web + worker + beat) with a seeded demo account"
@@ -128,6 +128,13 @@ bench: install
 # on, flags off, a finance staff key). FINN_FUZZ_SEED=N picks another seed.
 fuzz: services install-dev
 	FINN_FUZZ_PROFILE=long REDIS_URL=redis://127.0.0.1:6379/15 $(BIN)/pytest -q -p no:timeout tests/fuzz
+
+# Seeded chaos (tests/chaos/harness.py): its own PostgreSQL cluster, Redis, fake upstream and finn;
+# SCHEDULES schedules of operations and faults from SEED on, then the history and the books are checked.
+SCHEDULES ?= 1000
+SEED ?= 1
+chaos: install-dev
+	$(BIN)/python -m tests.chaos.harness --schedules $(SCHEDULES) --seed $(SEED) --quiet-every 100
 
 # The seeds' load scenarios against their own finn (gunicorn + Celery on a spare port, database
 # finn_load, Redis DB 13): table on stdout, JSON + latency histogram PNG in bench/results/.
