@@ -14,12 +14,14 @@ also printed as a ratio to it. No server is needed.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import re
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -37,6 +39,23 @@ GUARD_OFF = """
 DROP TRIGGER billing_posting_post_balances ON billing_posting;
 DROP TRIGGER billing_account_balance_follows_postings ON billing_account;
 """
+
+
+def _migration(name: str) -> Any:
+    return importlib.import_module(f"billing.migrations.{name}")
+
+
+def _guard_off_sql() -> str:
+    """No guard at all: the triggers dropped and the functions as before it (billing/0011)."""
+    before = _migration("0011_hot_path_functions")
+    return GUARD_OFF + before.RESERVE + before.COMMIT + before.RELEASE
+
+
+def _guard_on_sql() -> str:
+    """The guard as migrated: the posted sums caught up, the functions of billing/0014, the triggers."""
+    return GUARD_ON + _migration("0014_hot_path_posted_sums").FORWARD
+
+
 GUARD_ON = """
 SET session_replication_role = replica;
 UPDATE billing_account a SET posted_available = s.available, posted_held = s.held
@@ -58,6 +77,10 @@ CREATE CONSTRAINT TRIGGER billing_account_balance_follows_postings
 
 def _psql(sql: str, database: str = DATABASE) -> str:
     return subprocess.run([*PSQL, "-c", sql, database], check=True, capture_output=True, text=True).stdout
+
+
+def _psql_file(sql: str) -> None:
+    subprocess.run([*PSQL, "-f", "-", DATABASE], input=sql, check=True, capture_output=True, text=True)
 
 
 def _setup(accounts: int) -> tuple[int, int, int]:
@@ -120,9 +143,9 @@ def main() -> None:
     without: list[float] = []
     for _ in range(args.rounds):
         with_guard.append(_pgbench(script, args.clients, args.seconds))
-        _psql(GUARD_OFF)
+        _psql_file(_guard_off_sql())
         without.append(_pgbench(script, args.clients, args.seconds))
-        _psql(GUARD_ON)
+        _psql_file(_guard_on_sql())
     # The guard is back on: the ledger must still balance row by row.
     off = _psql(
         "SELECT count(*) FROM billing_account WHERE kind <> 'system'"

@@ -128,6 +128,14 @@ def test_the_app_role_cannot_mint_credit_by_editing_a_balance_row(app_role: None
             "INSERT INTO billing_account (kind, name, available, held, credit_limit, allow_overcapture,"
             " reserves_frozen, version, created_at) VALUES ('user', 'x', 1000000, 0, 0, false, false, 0, now())"
         )
+    with (
+        pytest.raises(IntegrityError, match="billing_account_balance_follows_postings"),
+        transaction.atomic(),
+        connection.cursor() as cursor,
+    ):
+        # forging the hot-path functions' mark: the posted sums stay where they are
+        cursor.execute("SELECT set_config('finn.posted_by', 'hot_path', true)")
+        cursor.execute("UPDATE billing_account SET available = available + 5 WHERE id = %s", [funded.pk])
     with pytest.raises(IntegrityError, match="billing_account_kind_immutable"):
         _committed("UPDATE billing_account SET kind = 'system', available = 5 WHERE id = %s", [funded.pk])
     # then: nothing changed

@@ -56,8 +56,14 @@ import redis
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+# The x402 signing helpers read finn's protocol constants (no database, no server of its own).
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finn.settings_test")
+import django  # noqa: E402
 
-from tests.fakes import Upstream, fake_upstream  # noqa: E402
+django.setup()
+
+from tests.credits.x402_helpers import PAY_TO, pay_v2, unb64  # noqa: E402
+from tests.fakes import Facilitator, Upstream, fake_facilitator, fake_upstream  # noqa: E402
 from tests.faults.servers import ThrowawayRedis, free_port, wait_http_ok  # noqa: E402
 
 PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1] if glob.glob("/usr/lib/postgresql/*/bin") else ""
@@ -73,6 +79,8 @@ FAULTS = (
     "redis_flushall",
     "upstream_500",
     "upstream_hang",
+    "facilitator_500",
+    "facilitator_slow",
 )
 
 SETUP = r"""
@@ -114,6 +122,7 @@ class World:
     pg_port: int
     redis: ThrowawayRedis
     upstream: Upstream
+    facilitator: Facilitator
     env: dict[str, str]
     logs: Path
     base: str = ""
@@ -185,7 +194,7 @@ def world(logs: Path) -> Iterator[World]:
     _as_postgres(f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
     cache = ThrowawayRedis()
     cache.start()
-    with fake_upstream() as upstream:
+    with fake_upstream() as upstream, fake_facilitator() as facilitator:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "finn.settings_test",
@@ -195,10 +204,17 @@ def world(logs: Path) -> Iterator[World]:
             "STANDARD_WEBHOOK_SECRET": STANDARD_SECRET,
             "RECONCILIATION_INTERVAL_SECONDS": "5",
             "FINALIZE_BREAKER_COOLDOWN_SECONDS": "3",
+            "FEATURE_X402": "true",
+            "X402_PAY_TO": PAY_TO,
+            "X402_NETWORK": "eip155:84532",
+            "X402_FACILITATOR_URL": facilitator.url,
+            "X402_BREAKER_COOLDOWN_SECONDS": "3",
             "WEB_CONCURRENCY": "2",
             "WEB_THREADS": "4",
         }
-        the_world = World(data=data, pg_port=free_port(), redis=cache, upstream=upstream, env=env, logs=logs)
+        the_world = World(
+            data=data, pg_port=free_port(), redis=cache, upstream=upstream, facilitator=facilitator, env=env, logs=logs
+        )
         the_world.env["DATABASE_URL"] = the_world.dsn.replace("postgresql://", "postgres://")
         try:
             the_world.pg_start()
@@ -273,7 +289,8 @@ def _call(client: httpx.Client, method: str, path: str, **kw: Any) -> tuple[int 
 def _operation(rng: random.Random, account: int, history: History, client: httpx.Client, staff: httpx.Client,
                seed: int, index: int) -> None:  # fmt: skip
     kind = rng.choices(
-        ["reserve", "retry", "commit", "release", "void", "webhook", "webhook_again"], [5, 1, 4, 2, 1, 2, 1]
+        ["reserve", "retry", "commit", "release", "void", "webhook", "webhook_again", "x402", "x402_again"],
+        [5, 1, 4, 2, 1, 2, 1, 1, 1],
     )[0]
     # Idempotency keys and entries belong to an account: each client works on its own.
     held = [r for r in history.acked("reserve") if r.target and r.detail["account"] == account]
@@ -314,6 +331,24 @@ def _operation(rng: random.Random, account: int, history: History, client: httpx
                 client, "POST", f"/api/v1/billing/entries/{target}/release", json={"reason": "user_cancel"}
             )
             history.add(Record("release", target, status, body))
+    elif kind in ("x402", "x402_again"):
+        paid = [r for r in history.records if r.kind == "x402" and r.detail.get("header")]
+        if kind == "x402_again" and paid:  # the same authorization presented again
+            again = rng.choice(paid)
+            body, header = again.detail["body"], again.detail["header"]
+        else:
+            body = {"model": "echo", "prompt": f"chaos {seed} {index}"}
+            try:
+                offer = client.post("/api/v1/x402/invoke", json=body).headers.get("PAYMENT-REQUIRED")
+            except httpx.HTTPError:
+                offer = None
+            if not offer:
+                history.add(Record("x402", "", None, {}, {}))
+                return
+            header = pay_v2(unb64(offer))
+        status, answer = _call(client, "POST", "/api/v1/x402/invoke", json=body, headers={"PAYMENT-SIGNATURE": header})
+        nonce = json.loads(base64.b64decode(header))["payload"]["authorization"]["nonce"]
+        history.add(Record("x402", nonce, status, answer, {"body": body, "header": header}))
     elif kind == "void":
         committed = [r for r in history.acked("commit") if r.detail["account"] == account]
         if not committed:
@@ -341,7 +376,15 @@ def _operation(rng: random.Random, account: int, history: History, client: httpx
         history.add(Record("webhook", message_id, status, body, {"id": message_id, "raw": raw}))
 
 
+_FAULT_LOCK = threading.Lock()
+
+
 def _fault(kind: str, the_world: World) -> None:
+    with _FAULT_LOCK:  # one fault at a time (two restarts of one server would race each other)
+        _inject(kind, the_world)
+
+
+def _inject(kind: str, the_world: World) -> None:
     if kind == "kill_web_worker":
         workers = the_world.web_workers()
         if workers:
@@ -364,11 +407,18 @@ def _fault(kind: str, the_world: World) -> None:
         the_world.upstream.statuses = [500]
     elif kind == "upstream_hang":
         the_world.upstream.delay_seconds = 4.0
+    elif kind == "facilitator_500":
+        the_world.facilitator.mode = "http500"
+    elif kind == "facilitator_slow":
+        the_world.facilitator.mode = "slow"
+        the_world.facilitator.delay_seconds = 4.0
 
 
 def _heal(the_world: World) -> None:
     the_world.upstream.statuses = [200]
     the_world.upstream.delay_seconds = 0.0
+    the_world.facilitator.mode = "ok"
+    the_world.facilitator.delay_seconds = 0.0
     if the_world.worker is not None and the_world.worker.poll() is not None:
         the_world.start_worker()
     try:
@@ -491,6 +541,24 @@ def check_books(conn: psycopg.Connection[Any], history: History) -> list[str]:
         " HAVING count(*) > 1"
     ).fetchall():
         problems.append(f"webhook {event} stored {count} times")
+    payments = {
+        nonce: (status, journals)
+        for nonce, status, journals in q(
+            "SELECT p.nonce, p.status, (SELECT count(*) FROM billing_journalentry j"
+            " WHERE j.idempotency_key = 'x402:payment:' || p.id) FROM credits_x402payment p"
+        )
+    }
+    for nonce, (status, journals) in payments.items():
+        if status in ("settled", "completed") and journals != 1:
+            problems.append(f"x402 authorization {nonce[:18]}… settled with {journals} journals")
+        if status not in ("settled", "completed") and journals:
+            problems.append(f"x402 authorization {nonce[:18]}… is {status} but has a journal")
+    for nonce, count in q("SELECT nonce, count(*) FROM credits_x402payment GROUP BY payer, nonce HAVING count(*) > 1"):
+        problems.append(f"x402 authorization {nonce[:18]}… has {count} payments")
+    for record in history.records:
+        state = payments.get(record.target, ("missing", 0))[0]
+        if record.kind == "x402" and record.status == 200 and state not in ("settled", "completed"):
+            problems.append(f"paid x402 answer for {record.target[:18]}… but the payment is {state}")
     stored = {row[0] for row in q("SELECT provider_event_id FROM webhooks_webhookevent")}
     for record in history.records:
         if record.kind == "webhook" and record.acknowledged and record.target not in stored:
@@ -584,9 +652,11 @@ def main(argv: list[str] | None = None) -> int:
                 longest_quiet = max(longest_quiet, waited)
                 problems += stuck + check_audit(the_world)
             acked = sum(r.acknowledged for r in history.records)
+            paid = sum(r.kind == "x402" and r.status == 200 for r in history.records)
             unknown = sum(r.status is None for r in history.records)
             print(
-                f"schedule {seed}: {len(history.records)} requests ({acked} acknowledged, {unknown} unknown),"
+                f"schedule {seed}: {len(history.records)} requests ({acked} acknowledged, {unknown} unknown,"
+                f" {paid} x402 paid),"
                 f" faults {history.faults}: {'OK' if not problems else 'VIOLATIONS'}",
                 flush=True,
             )
