@@ -6,7 +6,8 @@ One run starts its own world: a throwaway PostgreSQL cluster, a throwaway Redis,
 upstream, and finn as it is deployed (gunicorn with 2 workers, a Celery worker, Celery beat).
 Each schedule (a seed) picks client operations — reserve, commit (full and partial), release,
 void (staff), idempotent retries of reserves, Standard Webhooks deliveries with duplicates and
-reordering, all finalized against the fake upstream — run by 4 client threads, and faults at
+reordering, x402 payments (and the same authorization again) against the fake facilitator, commits
+finalized against the fake upstream — run by 4 client threads, and faults at
 random moments: SIGKILL of a gunicorn worker or the Celery worker, a PostgreSQL restart (fast or
 immediate), a Redis restart or FLUSHALL, the upstream answering 500 or hanging. The client side
 records every request with its acknowledged answer, or "unknown" (5xx, timeout, broken connection).
@@ -23,7 +24,7 @@ its TTL + sweep interval, no finalize row past its schedule + lease, no webhook 
 the audit chain verifies and ``rebuild_balances`` finds no difference.
 
 A failing schedule prints a one-line reproduction command. Exit status 1 on any violation.
-Not covered (said so in the README): x402 payments and clock jumps.
+Not covered (said so in the README): network delay on a proxy, and clock jumps.
 """
 
 from __future__ import annotations
@@ -566,45 +567,39 @@ def check_books(conn: psycopg.Connection[Any], history: History) -> list[str]:
     return problems
 
 
-def _one(conn: psycopg.Connection[Any], sql: str) -> tuple[Any, ...]:
-    row = conn.execute(sql).fetchone()
-    assert row is not None
-    return tuple(row)
+def _count(conn: psycopg.Connection[Any], sql: str, *params: object) -> int:
+    row = conn.execute(sql, params).fetchone()
+    return int(row[0]) if row else 0
 
 
 def check_quiet(conn: psycopg.Connection[Any], deadline_seconds: float) -> tuple[list[str], float]:
     """Wait until nothing is stuck (or the deadline); the problems left, and how long it took."""
     started = time.monotonic()
+    entries = "SELECT count(*) FROM billing_billingentry WHERE "
     while True:
-        stuck = []
-        q = conn.execute
-        (holds,) = q(
-            "SELECT count(*) FROM billing_billingentry WHERE state = 'RESERVE_HELD'"
-            " AND expires_at < now() - make_interval(secs => %s)",
-            [SWEEP_SLACK_SECONDS],
-        ).fetchone()  # type: ignore[misc]
-        if holds:
-            stuck.append(f"{holds} holds past TTL + sweep interval")
-        (pending,) = q(
-            "SELECT count(*) FROM billing_billingentry WHERE state = 'FINALIZE_PENDING'"
-            " AND next_attempt_at < now() - make_interval(secs => %s)",
-            [FINALIZE_SLACK_SECONDS],
-        ).fetchone()  # type: ignore[misc]
-        if pending:
-            stuck.append(f"{pending} finalize rows past their schedule + lease")
-        (open_pending,) = q("SELECT count(*) FROM billing_billingentry WHERE state = 'FINALIZE_PENDING'").fetchone()  # type: ignore[misc]
-        (webhooks,) = q("SELECT count(*) FROM webhooks_webhookevent WHERE status IN ('pending', 'failed')").fetchone()  # type: ignore[misc]
-        (held,) = q(
-            "SELECT count(*) FROM billing_billingentry WHERE state = 'RESERVE_HELD' AND expires_at < now()"
-        ).fetchone()  # type: ignore[misc]
-        if not open_pending and not webhooks and not held:
-            return [], time.monotonic() - started
-        if time.monotonic() - started > deadline_seconds:
-            if webhooks:
-                stuck.append(f"{webhooks} webhook events left pending/failed")
-            if open_pending and not pending:
-                stuck.append(f"{open_pending} finalize rows still pending after {deadline_seconds:.0f} s of quiet")
-            return stuck, time.monotonic() - started
+        late_holds = _count(
+            conn, entries + "state = 'RESERVE_HELD' AND expires_at < now() - make_interval(secs => %s)",
+            SWEEP_SLACK_SECONDS,
+        )  # fmt: skip
+        late_finalize = _count(
+            conn, entries + "state = 'FINALIZE_PENDING' AND next_attempt_at < now() - make_interval(secs => %s)",
+            FINALIZE_SLACK_SECONDS,
+        )  # fmt: skip
+        pending = _count(conn, entries + "state = 'FINALIZE_PENDING'")
+        expired = _count(conn, entries + "state = 'RESERVE_HELD' AND expires_at < now()")
+        webhooks = _count(conn, "SELECT count(*) FROM webhooks_webhookevent WHERE status IN ('pending', 'failed')")
+        waited = time.monotonic() - started
+        if not (pending or expired or webhooks):
+            return [], waited
+        if waited > deadline_seconds:  # what is still there after the quiet period is stuck
+            stuck = [
+                f"{late_holds} holds past TTL + sweep interval" if late_holds else "",
+                f"{expired} expired holds not released" if expired and not late_holds else "",
+                f"{late_finalize} finalize rows past their schedule + lease" if late_finalize else "",
+                f"{pending} finalize rows still pending after {waited:.0f} s of quiet" if pending else "",
+                f"{webhooks} webhook events left pending/failed" if webhooks else "",
+            ]
+            return [line for line in stuck if line], waited
         time.sleep(0.5)
 
 

@@ -10,7 +10,6 @@ verify.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -21,8 +20,6 @@ from typing import Any
 
 import httpx
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.db.models import Count
 
 from billing.cache import balance_cache_key
@@ -33,24 +30,15 @@ from finn.audit_chain import audit_chain, audit_verify
 from finn.models import AuditEvent
 from finn.redis import get_redis
 from tests.fakes import fake_upstream
+from tests.faults.celery_worker import finn_env
 from tests.faults.servers import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def _node(name: str, tmp_path: Path, **env: str) -> tuple[str, list[subprocess.Popen[bytes]]]:
-    db = connection.settings_dict
     port = free_port()
-    full = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "finn.settings_test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "FINN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
-        "WEB_THREADS": "4",
-        **env,
-    }
+    full = finn_env(FINN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1", WEB_THREADS="4", **env)
     commands = {
         "web": [sys.executable, "-m", "gunicorn", "finn.wsgi", "--config", "gunicorn.conf.py"],
         "worker": [sys.executable, "-m", "celery", "-A", "finn", "worker", "-P", "solo", "-c", "1", "-l", "INFO",

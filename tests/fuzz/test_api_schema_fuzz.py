@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from billing.wal import rebuild_balances
 from finn.audit_chain import audit_chain, audit_verify
 from finn.flags import FLAGS, feature_flag_set
+from tests.faults.celery_worker import finn_env
 from tests.faults.servers import free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,17 +47,8 @@ SEED = int(os.environ.get("FINN_FUZZ_SEED", "18"))
 @pytest.fixture
 def finn_server(tmp_path: Path, transactional_db: Any) -> Iterator[str]:
     """finn under gunicorn on a spare port, on the test database; its log in ``tmp_path``."""
-    db = connection.settings_dict
     port = free_port()
-    env = {
-        **os.environ,
-        "DJANGO_SETTINGS_MODULE": "finn.settings_test",
-        "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}",
-        "REDIS_URL": settings.REDIS_URL,
-        "FINN_BIND": f"127.0.0.1:{port}",
-        "WEB_CONCURRENCY": "1",
-        "WEB_THREADS": "4",
-    }
+    env = finn_env(FINN_BIND=f"127.0.0.1:{port}", WEB_CONCURRENCY="1", WEB_THREADS="4")
     log = tmp_path / "web.log"
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "finn.wsgi", "--config", "gunicorn.conf.py"],
