@@ -627,7 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1, help="the first schedule's seed (the others follow)")
     parser.add_argument("--seeds", default="", help="comma-separated seeds to run instead (regressions)")
     parser.add_argument("--quiet-every", type=int, default=5, help="quiet-period and audit checks every N schedules")
-    parser.add_argument("--quiet-seconds", type=float, default=90.0)
+    parser.add_argument("--quiet-seconds", type=float, default=240.0)
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s] or list(range(args.seed, args.seed + args.schedules))
     logs = Path(tempfile.mkdtemp(prefix="finn-chaos-logs-"))
