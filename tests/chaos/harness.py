@@ -9,7 +9,8 @@ void (staff), idempotent retries of reserves, Standard Webhooks deliveries with 
 reordering, x402 payments (and the same authorization again) against the fake facilitator, commits
 finalized against the fake upstream — run by 4 client threads, and faults at
 random moments: SIGKILL of a gunicorn worker or the Celery worker, a PostgreSQL restart (fast or
-immediate), a Redis restart or FLUSHALL, the upstream answering 500 or hanging. The client side
+immediate), a Redis restart or FLUSHALL, the upstream answering 500 or hanging, the facilitator
+answering 500 or slow, network delay between finn and Redis (through the harness's TCP proxy). The client side
 records every request with its acknowledged answer, or "unknown" (5xx, timeout, broken connection).
 
 After each schedule the faults stop and the checker reads the database:
@@ -24,13 +25,14 @@ its TTL + sweep interval, no finalize row past its schedule + lease, no webhook 
 the audit chain verifies and ``rebuild_balances`` finds no difference.
 
 A failing schedule prints a one-line reproduction command. Exit status 1 on any violation.
-Not covered (said so in the README): network delay on a proxy, and clock jumps.
+Not covered (said so in the README): clock jumps.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import glob
 import hashlib
 import hmac
@@ -40,6 +42,7 @@ import pwd
 import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -82,6 +85,7 @@ FAULTS = (
     "upstream_hang",
     "facilitator_500",
     "facilitator_slow",
+    "net_delay",
 )
 
 SETUP = r"""
@@ -117,6 +121,49 @@ def _as_postgres(*args: str, check: bool = True) -> None:
 # --- the world ----------------------------------------------------------------------------------
 
 
+class DelayProxy:
+    """A TCP proxy on a spare port in front of ``target_port``; ``delay`` seconds are added to every chunk."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.delay = 0.0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.listener.getsockname()[1])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(("127.0.0.1", self.target_port), timeout=2)
+            except OSError:
+                client.close()
+                continue
+            server.settimeout(None)
+            for source, sink in ((client, server), (server, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while chunk := source.recv(65536):
+                if self.delay:
+                    time.sleep(self.delay)
+                sink.sendall(chunk)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+                end.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
 @dataclass
 class World:
     data: str
@@ -124,6 +171,7 @@ class World:
     redis: ThrowawayRedis
     upstream: Upstream
     facilitator: Facilitator
+    redis_proxy: DelayProxy
     env: dict[str, str]
     logs: Path
     base: str = ""
@@ -195,11 +243,13 @@ def world(logs: Path) -> Iterator[World]:
     _as_postgres(f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
     cache = ThrowawayRedis()
     cache.start()
+    # finn reaches Redis through a proxy that can add network delay (the "net_delay" fault).
+    proxy = DelayProxy(cache.port)
     with fake_upstream() as upstream, fake_facilitator() as facilitator:
         env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "finn.settings_test",
-            "REDIS_URL": cache.url,
+            "REDIS_URL": f"redis://127.0.0.1:{proxy.port}/0",
             "FINALIZE_URL": upstream.url,
             "FINALIZE_TIMEOUT_SECONDS": "2",
             "STANDARD_WEBHOOK_SECRET": STANDARD_SECRET,
@@ -214,7 +264,14 @@ def world(logs: Path) -> Iterator[World]:
             "WEB_THREADS": "4",
         }
         the_world = World(
-            data=data, pg_port=free_port(), redis=cache, upstream=upstream, facilitator=facilitator, env=env, logs=logs
+            data=data,
+            pg_port=free_port(),
+            redis=cache,
+            upstream=upstream,
+            facilitator=facilitator,
+            redis_proxy=proxy,
+            env=env,
+            logs=logs,
         )
         the_world.env["DATABASE_URL"] = the_world.dsn.replace("postgresql://", "postgres://")
         try:
@@ -237,6 +294,7 @@ def world(logs: Path) -> Iterator[World]:
             yield the_world
         finally:
             the_world.stop()
+            proxy.close()
             cache.stop()
             _as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
             shutil.rmtree(data, ignore_errors=True)
@@ -408,6 +466,9 @@ def _inject(kind: str, the_world: World) -> None:
         the_world.upstream.statuses = [500]
     elif kind == "upstream_hang":
         the_world.upstream.delay_seconds = 4.0
+    elif kind == "net_delay":  # 300 ms on every chunk between finn and Redis, for 1.5 s
+        the_world.redis_proxy.delay = 0.3
+        threading.Timer(1.5, setattr, args=(the_world.redis_proxy, "delay", 0.0)).start()
     elif kind == "facilitator_500":
         the_world.facilitator.mode = "http500"
     elif kind == "facilitator_slow":
@@ -420,6 +481,7 @@ def _heal(the_world: World) -> None:
     the_world.upstream.delay_seconds = 0.0
     the_world.facilitator.mode = "ok"
     the_world.facilitator.delay_seconds = 0.0
+    the_world.redis_proxy.delay = 0.0
     if the_world.worker is not None and the_world.worker.poll() is not None:
         the_world.start_worker()
     try:
