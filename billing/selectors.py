@@ -99,7 +99,7 @@ def agent_budget(*, account_id: int, now: datetime, scope_account_id: int | None
 
 
 # Balance rows that differ from the sum of their postings (µUSD): the one
-# query behind ledger_check and rebuild_balances.
+# query behind ledger_check, rebuild_balances and the chaos checker.
 BALANCE_DIFF_SQL = """
 WITH sums AS (
     SELECT account_id,
@@ -114,6 +114,13 @@ SELECT a.id, a.available, a.held, COALESCE(s.available, 0), COALESCE(s.held, 0)
  WHERE a.kind <> 'system'
    AND (a.available <> COALESCE(s.available, 0) OR a.held <> COALESCE(s.held, 0))
  ORDER BY a.id"""
+
+
+# Journals whose postings do not sum to zero in a denomination (ledger_check; the chaos checker).
+UNBALANCED_JOURNALS_SQL = (
+    "SELECT journal_entry_id, denomination, SUM(delta) FROM billing_posting"
+    " GROUP BY journal_entry_id, denomination HAVING SUM(delta) <> 0 ORDER BY 1"
+)
 
 
 @dataclass
@@ -153,11 +160,7 @@ def ledger_check(*, limit: int = 100) -> LedgerCheckReport:
         report.postings = cursor.fetchone()[0]
         cursor.execute("SELECT count(*) FROM billing_account WHERE kind <> 'system'")
         report.accounts = cursor.fetchone()[0]
-        cursor.execute(
-            "SELECT journal_entry_id, denomination, SUM(delta) FROM billing_posting "
-            "GROUP BY journal_entry_id, denomination HAVING SUM(delta) <> 0 ORDER BY 1 LIMIT %s",
-            [limit],
-        )
+        cursor.execute(UNBALANCED_JOURNALS_SQL + " LIMIT %s", [limit])
         report.unbalanced_journals = [(r[0], r[1], int(r[2])) for r in cursor.fetchall()]
         cursor.execute(
             "SELECT denomination, SUM(delta) FROM billing_posting GROUP BY denomination HAVING SUM(delta) <> 0"

@@ -33,7 +33,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import glob
 import hashlib
 import hmac
 import json
@@ -66,11 +65,11 @@ import django  # noqa: E402
 
 django.setup()
 
+from billing.selectors import BALANCE_DIFF_SQL, UNBALANCED_JOURNALS_SQL  # noqa: E402
 from tests.credits.x402_helpers import PAY_TO, pay_v2, unb64  # noqa: E402
 from tests.fakes import Facilitator, Upstream, fake_facilitator, fake_upstream  # noqa: E402
-from tests.faults.servers import ThrowawayRedis, free_port, wait_http_ok  # noqa: E402
+from tests.faults.servers import PG_BIN, ThrowawayRedis, as_postgres, free_port, wait_http_ok  # noqa: E402
 
-PG_BIN = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1] if glob.glob("/usr/lib/postgresql/*/bin") else ""
 STANDARD_KEY = b"finn-chaos-standard-webhook-key!"
 STANDARD_SECRET = "whsec_" + base64.b64encode(STANDARD_KEY).decode()
 SWEEP_SLACK_SECONDS = 6  # hold TTL + sweep interval (1 s) + a beat tick's delay under faults
@@ -106,16 +105,6 @@ for i in range(4):
 staff = account_create(owner=get_user_model().objects.create(username="chaos-staff", is_staff=True))
 print(json.dumps({"keys": keys, "staff": api_key_create(account=staff, now=timezone.now()).secret}))
 """
-
-
-def _as_postgres(*args: str, check: bool = True) -> None:
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", *args],
-        check=check,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=120,
-    )
 
 
 # --- the world ----------------------------------------------------------------------------------
@@ -187,10 +176,10 @@ class World:
 
     def pg_start(self) -> None:
         options = f"-p {self.pg_port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        _as_postgres(f"{PG_BIN}/pg_ctl", "-D", self.data, "-o", options, "-l", f"{self.data}/log", "-w", "start")
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", self.data, "-o", options, "-l", f"{self.data}/log", "-w", "start")
 
     def pg_restart(self, mode: str) -> None:
-        _as_postgres(f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", f"{self.data}/log", "-m", mode, "-w", "restart")
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", self.data, "-l", f"{self.data}/log", "-m", mode, "-w", "restart")
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
@@ -240,7 +229,7 @@ def world(logs: Path) -> Iterator[World]:
     owner = pwd.getpwnam("postgres")
     data = tempfile.mkdtemp(prefix="finn-chaos-pg-")
     os.chown(data, owner.pw_uid, owner.pw_gid)
-    _as_postgres(f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+    as_postgres(f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
     cache = ThrowawayRedis()
     cache.start()
     # finn reaches Redis through a proxy that can add network delay (the "net_delay" fault).
@@ -296,7 +285,7 @@ def world(logs: Path) -> Iterator[World]:
             the_world.stop()
             proxy.close()
             cache.stop()
-            _as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
+            as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
             shutil.rmtree(data, ignore_errors=True)
 
 
@@ -540,19 +529,10 @@ def run_schedule(seed: int, the_world: World) -> History:
 def check_books(conn: psycopg.Connection[Any], history: History) -> list[str]:
     problems: list[str] = []
     q = conn.execute
-    for journal, denomination, total in q(
-        "SELECT journal_entry_id, denomination, sum(delta) FROM billing_posting"
-        " GROUP BY journal_entry_id, denomination HAVING sum(delta) <> 0"
-    ).fetchall():
+    # The ledger check's own queries (billing.selectors), on the chaos database.
+    for journal, denomination, total in q(UNBALANCED_JOURNALS_SQL).fetchall():
         problems.append(f"journal {journal} sums to {total} in {denomination}")
-    for account, available, held, posted_available, posted_held in q(
-        "WITH s AS (SELECT account_id, COALESCE(SUM(delta) FILTER (WHERE bucket = 'available'), 0) AS a,"
-        " COALESCE(SUM(delta) FILTER (WHERE bucket = 'held'), 0) AS h FROM billing_posting"
-        " WHERE denomination = 'micro_usd' GROUP BY account_id)"
-        " SELECT x.id, x.available, x.held, COALESCE(s.a, 0), COALESCE(s.h, 0) FROM billing_account x"
-        " LEFT JOIN s ON s.account_id = x.id WHERE x.kind <> 'system'"
-        " AND (x.available <> COALESCE(s.a, 0) OR x.held <> COALESCE(s.h, 0))"
-    ).fetchall():
+    for account, available, held, posted_available, posted_held in q(BALANCE_DIFF_SQL).fetchall():
         problems.append(f"account {account}: row {available}/{held}, postings {posted_available}/{posted_held}")
     for account, held, open_holds in q(
         "SELECT a.id, a.held, COALESCE(SUM(e.estimated_cost) FILTER (WHERE e.state = 'RESERVE_HELD'), 0)"

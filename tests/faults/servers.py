@@ -127,3 +127,28 @@ class ThrowawayPgBouncer:
             self.process.wait(timeout=30)
             self.process = None
         shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _newest_postgres_bin() -> str:
+    import glob
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+    return found[-1] if found else ""
+
+
+# The newest PostgreSQL server binaries on the machine ("" without them): throwaway clusters.
+PG_BIN = _newest_postgres_bin()
+
+
+def as_postgres(*args: str, check: bool = True) -> None:
+    """Run a PostgreSQL server tool as ``postgres`` (initdb and pg_ctl refuse root).
+
+    No pipes: a (re)started server inherits them and would hold them open.
+    """
+    subprocess.run(
+        ["runuser", "-u", "postgres", "--", *args],
+        check=check,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=120,
+    )

@@ -10,7 +10,6 @@ effect; during the gap finn answers 503, never 500; after the promotion it serve
 
 from __future__ import annotations
 
-import glob
 import os
 import pwd
 import shutil
@@ -28,10 +27,9 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from tests.faults.servers import free_port, wait_http_ok
+from tests.faults.servers import PG_BIN, as_postgres, free_port, wait_http_ok
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
 SETUP = r"""
 import django
@@ -47,16 +45,6 @@ print(api_key_create(account=account, now=timezone.now()).secret)
 """
 
 
-def _as_postgres(*args: str) -> None:
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=120,
-    )
-
-
 class Cluster:
     def __init__(self, data: str, port: int) -> None:
         self.data, self.port = data, port
@@ -68,7 +56,7 @@ class Cluster:
     def start(self, *settings_: str) -> None:
         # fsync off: a throwaway cluster; the durability under test is the synchronous standby's.
         options = " ".join([f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off", *settings_])
-        _as_postgres(f"{PG_BINS[-1]}/pg_ctl", "-D", self.data, "-o", options, "-l", f"{self.data}/log", "-w", "start")
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", self.data, "-o", options, "-l", f"{self.data}/log", "-w", "start")
 
     def kill(self) -> None:
         """SIGKILL the postmaster, as a crash of the primary's machine would stop it."""
@@ -77,16 +65,12 @@ class Cluster:
 
     def stop(self) -> None:
         subprocess.run(["pkill", "-9", "-f", f"-D {self.data}"], capture_output=True, timeout=30)
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", f"{PG_BINS[-1]}/pg_ctl", "-D", self.data, "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", self.data, "-m", "immediate", "stop", check=False)
 
 
 @pytest.fixture
 def primary_and_standby() -> Iterator[tuple[Cluster, Cluster]]:
-    if not PG_BINS or os.geteuid() != 0:
+    if not PG_BIN or os.geteuid() != 0:
         pytest.skip("needs the PostgreSQL server binaries and root (to run the clusters as postgres)")
     owner = pwd.getpwnam("postgres")
     root = tempfile.mkdtemp(prefix="finn-failover-")
@@ -94,13 +78,13 @@ def primary_and_standby() -> Iterator[tuple[Cluster, Cluster]]:
     primary = Cluster(os.path.join(root, "primary"), free_port())
     standby = Cluster(os.path.join(root, "standby"), free_port())
     try:
-        _as_postgres(f"{PG_BINS[-1]}/initdb", "-D", primary.data, "-A", "trust", "-U", "postgres", "--no-sync")
+        as_postgres(f"{PG_BIN}/initdb", "-D", primary.data, "-A", "trust", "-U", "postgres", "--no-sync")
         primary.start("-c wal_level=replica", "-c synchronous_commit=on")
         admin = primary.dsn.replace("/finn_failover", "/postgres")
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute("CREATE DATABASE finn_failover")
-        _as_postgres(
-            f"{PG_BINS[-1]}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
+        as_postgres(
+            f"{PG_BIN}/pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres",
             "-D", standby.data, "-R", "-X", "stream", "--no-sync", "--checkpoint=fast",
         )  # fmt: skip
         standby.start("-c hot_standby=on")
@@ -186,7 +170,7 @@ def test_every_acknowledged_operation_survives_a_failover_and_the_gap_is_503(
         acked_before_kill = (list(acked_reserves), list(acked_commits))
         primary.kill()
         time.sleep(1)
-        _as_postgres(f"{PG_BINS[-1]}/pg_ctl", "-D", standby.data, "-w", "promote")
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", standby.data, "-w", "promote")
         promoted.set()
         time.sleep(3)
         stop.set()
@@ -217,5 +201,5 @@ def test_every_acknowledged_operation_survives_a_failover_and_the_gap_is_503(
     assert all(entry in states for entry in acked_reserves)
     assert all(states[entry] in ("COMMITTED", "FINALIZE_PENDING") for entry in acked_commits)
     assert all(states[entry] != "IDLE" for entry in reserves_before)
-    assert len(commits_before) <= len(acked_commits)
+    assert len(commits_before) > 10  # the load was running when the primary died
     assert unbalanced == 0

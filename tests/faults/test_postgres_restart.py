@@ -9,7 +9,6 @@ hold.
 
 from __future__ import annotations
 
-import glob
 import json
 import os
 import pwd
@@ -25,10 +24,9 @@ import psycopg
 import pytest
 from django.conf import settings
 
-from tests.faults.servers import free_port
+from tests.faults.servers import PG_BIN, as_postgres, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
-PG_BINS = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
 
 DRIVER = r"""
 import json, time
@@ -67,39 +65,23 @@ print(json.dumps({"errors": errors}), flush=True)
 """
 
 
-def _as_postgres(*args: str) -> None:
-    # No pipes: a (re)started server inherits them and would hold them open.
-    subprocess.run(
-        ["runuser", "-u", "postgres", "--", *args],
-        check=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        timeout=120,
-    )
-
-
 @pytest.fixture
 def throwaway_postgres() -> Iterator[tuple[str, int]]:
-    if not PG_BINS or os.geteuid() != 0:
+    if not PG_BIN or os.geteuid() != 0:
         pytest.skip("needs the PostgreSQL server binaries and root (to run initdb as postgres)")
-    bin_dir = PG_BINS[-1]
     data = tempfile.mkdtemp(prefix="finn-pg-")
     owner = pwd.getpwnam("postgres")
     os.chown(data, owner.pw_uid, owner.pw_gid)
     port = free_port()
-    _as_postgres(f"{bin_dir}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
+    as_postgres(f"{PG_BIN}/initdb", "-D", data, "-A", "trust", "-U", "postgres", "--no-sync")
     options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off"
-    _as_postgres(f"{bin_dir}/pg_ctl", "-D", data, "-o", options, "-l", f"{data}/log", "-w", "start")
+    as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-o", options, "-l", f"{data}/log", "-w", "start")
     try:
         with psycopg.connect(f"postgresql://postgres@127.0.0.1:{port}/postgres", autocommit=True) as conn:
             conn.execute("CREATE DATABASE finn_fault")
         yield data, port
     finally:
-        subprocess.run(
-            ["runuser", "-u", "postgres", "--", f"{bin_dir}/pg_ctl", "-D", data, "-m", "immediate", "stop"],
-            capture_output=True,
-            timeout=60,
-        )
+        as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-m", "immediate", "stop", check=False)
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -121,7 +103,7 @@ def test_restart_mid_sweep_releases_every_hold_once(throwaway_postgres: tuple[st
     assert line.strip() == "sweeping", driver.stderr.read() if driver.stderr else ""
     # when: the server restarts while the sweeper is working through its batches
     time.sleep(0.3)
-    _as_postgres(f"{PG_BINS[-1]}/pg_ctl", "-D", data, "-l", f"{data}/log", "-m", "fast", "-w", "restart")
+    as_postgres(f"{PG_BIN}/pg_ctl", "-D", data, "-l", f"{data}/log", "-m", "fast", "-w", "restart")
     output, errors_text = driver.communicate(timeout=120)
     # then
     assert driver.returncode == 0, errors_text
