@@ -14,7 +14,6 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 
 from billing import selectors, services
 from billing.models import (
@@ -29,6 +28,7 @@ from billing.models import (
     Subscription,
 )
 from billing.states import EntryState
+from finn import clock
 from finn.admin_base import ConfirmRow, ReadOnlyAdmin, confirm_with_reason
 
 
@@ -41,7 +41,7 @@ class AccountAdmin(ReadOnlyAdmin[Account]):
     readonly_fields = ["spent_today", "open_holds", "last_reconciliation"]
 
     def _overview(self, obj: Account) -> selectors.AccountOverview:
-        return selectors.account_overview(account_id=obj.pk, now=timezone.now())
+        return selectors.account_overview(account_id=obj.pk, now=clock.now())
 
     @admin.display(description="Spent today (µUSD, UTC day)")
     def spent_today(self, obj: Account) -> str:
@@ -132,7 +132,7 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
             sources={EntryState.FINALIZE_FAILED},
             submit_label="Finalize",
             apply=lambda entry, reason: services.entry_finalize_ack(
-                entry_id=entry.pk, response_status=0, now=timezone.now(), actor=actor, reason=reason, manual=True
+                entry_id=entry.pk, response_status=0, now=clock.now(), actor=actor, reason=reason, manual=True
             ),
         )
 
@@ -150,7 +150,7 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
             sources={EntryState.COMMITTED, EntryState.FINALIZE_FAILED},
             submit_label="Void",
             apply=lambda entry, reason: services.entry_void(
-                entry_id=entry.pk, reason=reason, actor=actor, now=timezone.now()
+                entry_id=entry.pk, reason=reason, actor=actor, now=clock.now()
             ),
         )
 
@@ -178,7 +178,7 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
             sources={EntryState.FINALIZE_FAILED},
             submit_label="Retry",
             apply=lambda entry, reason: services.entry_finalize_replay_request(
-                entry_id=entry.pk, actor=actor, reason=reason, now=timezone.now()
+                entry_id=entry.pk, actor=actor, reason=reason, now=clock.now()
             ),
         )
 

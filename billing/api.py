@@ -6,7 +6,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
 from rest_framework.request import Request
@@ -19,6 +18,7 @@ from billing.finalize import finalize_bulk_replay_enqueue, finalize_health
 from billing.models import BillingEntry
 from billing.results import Balance, EntryResult, PurchaseResult
 from billing.states import ReleaseReason
+from finn import clock
 from finn.auth import Principal
 from finn.errors import Forbidden, InvalidRequest
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField, TokenField
@@ -177,7 +177,7 @@ class EntryReserveApi(APIView):
                     correlation_id=data.get("correlation_id") or current_correlation_id(),
                     ttl_seconds=data.get("ttl_seconds"),
                     idempotency_key=key,
-                    now=timezone.now(),
+                    now=clock.now(),
                 )
             except AccountNotFound:
                 raise InvalidRequest(f"unknown account {account_id}", reason="unknown_account") from None
@@ -225,7 +225,7 @@ class EntryCommitApi(APIView):
             entry_id=parsed_id,
             actual_cost=serializer.validated_data["actual_cost"],
             account_id=_scope(principal),
-            now=timezone.now(),
+            now=clock.now(),
         )
         return _result_response(result)
 
@@ -254,7 +254,7 @@ class EntryReleaseApi(APIView):
             entry_id=parsed_id,
             reason=serializer.validated_data["reason"],
             account_id=_scope(principal),
-            now=timezone.now(),
+            now=clock.now(),
         )
         return _result_response(result)
 
@@ -285,7 +285,7 @@ class EntryVoidApi(APIView):
             entry_id=parsed_id,
             reason=serializer.validated_data["reason"],
             actor=principal.actor,
-            now=timezone.now(),
+            now=clock.now(),
         )
         return _result_response(result)
 
@@ -344,7 +344,7 @@ class EntryFinalizeApi(APIView):
         result = services.entry_finalize_ack(
             entry_id=parsed_id,
             response_status=0,
-            now=timezone.now(),
+            now=clock.now(),
             actor=principal.actor,
             reason=serializer.validated_data["reason"],
             manual=True,
@@ -469,7 +469,7 @@ class BoostPurchaseApi(APIView):
                     community_id=data["community_id"],
                     months=data["months"],
                     idempotency_key=key,
-                    now=timezone.now(),
+                    now=clock.now(),
                 )
             )
 
@@ -500,7 +500,7 @@ class BadgePurchaseApi(APIView):
                     account_id=principal.account_id,
                     member_id=data["member_id"],
                     idempotency_key=key,
-                    now=timezone.now(),
+                    now=clock.now(),
                 )
             )
 

@@ -22,13 +22,13 @@ import redis
 from django.conf import settings
 from django.db import connection, connections
 from django.db.models import Count
-from django.utils import timezone
 
 from billing import services, upstream
 from billing.errors import FenceStale, InvalidTransition
 from billing.metrics import finalize_attempts_total, finalize_escalations_total, finalize_pending_entries, rejected
 from billing.models import BillingEntry
 from billing.states import EntryState
+from finn import clock
 from finn.breaker import CircuitBreaker
 from finn.locks import Job, fence_raise, job_lease, lock_acquire, lock_release
 from finn.queue import task_send
@@ -78,7 +78,7 @@ def entry_finalize_attempt(*, entry_id: str, now: datetime | None = None, replay
     ``replay`` retries a poison (FINALIZE_FAILED) entry: success acks it,
     failure leaves it failed (no attempts are added).
     """
-    now = now or timezone.now()
+    now = now or clock.now()
     row = (
         BillingEntry.objects.filter(pk=entry_id)
         .values("state", "account_id", "actual_cost", "correlation_id", "finalize_attempts")
@@ -127,7 +127,7 @@ def _attempt_locked(*, entry_id: str, row: Mapping[str, object], token: int, now
         breaker.record_success() if result.acked else breaker.record_failure()
     except (redis.RedisError, OSError):
         logger.warning("finalize breaker not updated: Redis unavailable", extra={"billing_entry_id": entry_id})
-    now = timezone.now()
+    now = clock.now()
     try:
         if result.acked:
             services.entry_finalize_ack(

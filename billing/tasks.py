@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import shared_task
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 
 from billing.finalize import entry_finalize_attempt, finalize_bulk_replay, finalize_escalate, finalize_sweep
 from billing.metrics import ledger_check_failures_total, ledger_check_last_run, ledger_check_ok, metrics_refresh
 from billing.reconciliation import reconciliation_run
 from billing.selectors import ledger_check
 from billing.services import holds_expire
+from finn import clock
 from finn.guard import guard_bypass_record, guard_state_set
 from finn.locks import Job, job_lease
 
@@ -38,7 +37,7 @@ def ledger_check_task() -> str:
             report = ledger_check()
     summary = report.lines()[0] + ("; OK" if report.ok else "; FAILED")
     ledger_check_ok.set(1 if report.ok else 0)
-    ledger_check_last_run.set(time.time())
+    ledger_check_last_run.set(clock.time())
     if not report.ok:
         ledger_check_failures_total.inc()
         logger.error("ledger check failed", extra={"problems": report.lines()[1:-1]})
@@ -57,13 +56,13 @@ def entry_finalize_task(entry_id: str, replay: bool = False) -> str:
 
 @shared_task(name="billing.tasks.finalize_sweep_task")
 def finalize_sweep_task() -> str:
-    result = finalize_sweep(now=timezone.now())
+    result = finalize_sweep(now=clock.now())
     return f"enqueued {result.enqueued}, pending {result.pending}"
 
 
 @shared_task(name="billing.tasks.finalize_escalation_task")
 def finalize_escalation_task() -> str:
-    return f"escalated {finalize_escalate(now=timezone.now())}"
+    return f"escalated {finalize_escalate(now=clock.now())}"
 
 
 @shared_task(name="billing.tasks.finalize_bulk_replay_task")
@@ -73,12 +72,12 @@ def finalize_bulk_replay_task(concurrency: int, limit: int) -> str:
 
 @shared_task(name="billing.tasks.hold_expiry_sweep_task")
 def hold_expiry_sweep_task() -> str:
-    return f"released {holds_expire(now=timezone.now())} expired holds"
+    return f"released {holds_expire(now=clock.now())} expired holds"
 
 
 @shared_task(name="billing.tasks.reconciliation_task")
 def reconciliation_task() -> str:
-    result = reconciliation_run(now=timezone.now())
+    result = reconciliation_run(now=clock.now())
     if result is None:
         return "another reconciliation run holds the lock"
     return f"{result.run_id}: checked {result.accounts_checked}, divergences {result.divergences_found}"
@@ -88,4 +87,4 @@ def reconciliation_task() -> str:
 def metrics_refresh_task() -> str:
     """Every 30 s: the ledger gauges (open holds, oldest hold, finalize pending/poison) from PostgreSQL."""
 
-    return metrics_refresh(now=timezone.now())
+    return metrics_refresh(now=clock.now())

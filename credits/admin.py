@@ -9,10 +9,10 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
-from django.utils import timezone
 
 from credits.api_keys import api_key_create, api_key_rate_limit_set, api_key_revoke
 from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
+from finn import clock
 from finn.admin_base import ReadOnlyAdmin, SecondFactorEditsMixin, require_second_factor
 from finn.second_factor import admin_audit_context
 
@@ -55,12 +55,10 @@ class ApiKeyAdmin(SecondFactorEditsMixin, admin.ModelAdmin[ApiKey]):
                     api_key=obj,
                     per_minute=obj.rate_limit_per_minute,
                     actor=request.user.get_username(),
-                    now=timezone.now(),
+                    now=clock.now(),
                 )
             return
-        issued = api_key_create(
-            account=obj.account, name=obj.name, now=timezone.now(), actor=request.user.get_username()
-        )
+        issued = api_key_create(account=obj.account, name=obj.name, now=clock.now(), actor=request.user.get_username())
         obj.pk = issued.api_key.pk
         obj.prefix = issued.api_key.prefix
         obj.key_hash = issued.api_key.key_hash
@@ -77,7 +75,7 @@ class ApiKeyAdmin(SecondFactorEditsMixin, admin.ModelAdmin[ApiKey]):
     @admin.action(description="Revoke selected keys", permissions=["change"])
     def revoke_keys(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
         require_second_factor(request, "credits.change_apikey")
-        now, actor = timezone.now(), request.user.get_username()
+        now, actor = clock.now(), request.user.get_username()
         with admin_audit_context(request):
             for api_key in queryset:
                 api_key_revoke(api_key=api_key, now=now, actor=actor)

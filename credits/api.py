@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -28,6 +27,7 @@ from credits.signin import (
 )
 from credits.siwe_message import MAX_MESSAGE_CHARS
 from credits.tokens import keyring
+from finn import clock
 from finn.auth import Principal
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
 from finn.flags import require_feature
@@ -129,7 +129,7 @@ class AgentBudgetApi(APIView):
         assert isinstance(principal, Principal)
         budget = agent_budget(
             account_id=account_id,
-            now=timezone.now(),
+            now=clock.now(),
             scope_account_id=None if principal.is_staff else principal.account_id,
         )
         return Response(self.BudgetOutput(asdict(budget)).data)
@@ -198,9 +198,7 @@ class AuthVerifyApi(_AuthView):
         serializer = self.VerifyInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        return _session_response(
-            signin_verify(message=data["message"], signature=data["signature"], now=timezone.now())
-        )
+        return _session_response(signin_verify(message=data["message"], signature=data["signature"], now=clock.now()))
 
 
 class RefreshInput(serializers.Serializer):
@@ -218,7 +216,7 @@ class AuthRefreshApi(_AuthView):
         serializer = RefreshInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         return _session_response(
-            session_refresh(refresh_token=serializer.validated_data["refresh_token"], now=timezone.now())
+            session_refresh(refresh_token=serializer.validated_data["refresh_token"], now=clock.now())
         )
 
 
@@ -232,7 +230,7 @@ class AuthLogoutApi(_AuthView):
     def post(self, request: Request) -> Response:
         serializer = RefreshInput(data=request.data)
         serializer.is_valid(raise_exception=True)
-        session_logout(refresh_token=serializer.validated_data["refresh_token"], now=timezone.now())
+        session_logout(refresh_token=serializer.validated_data["refresh_token"], now=clock.now())
         return Response(status=204)
 
 
@@ -295,7 +293,7 @@ class PurchaseApi(APIView):
             pack_size=serializer.validated_data["pack_size"],
             proof=dict(proof.validated_data),
             idempotency_key=serializer.validated_data["idempotency_key"],
-            now=timezone.now(),
+            now=clock.now(),
         )
         headers = {"Idempotent-Replayed": "true"} if result.replayed else None
         return Response(

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from celery import shared_task
-from django.utils import timezone
 
 from credits.metrics import nonce_cleanup_failures_total, nonce_cleanup_last_success
 from credits.purchases import purchase_reorg_check
 from credits.services import nonce_cleanup
 from credits.x402.credit_notes import credit_notes_expire
+from finn import clock
 
 logger = logging.getLogger(__name__)
 
@@ -20,22 +19,22 @@ logger = logging.getLogger(__name__)
 def nonce_cleanup_task() -> str:
     """Hourly cleanup; a failure is logged and counted, and the next run tries again."""
     try:
-        result = nonce_cleanup(now=timezone.now())
+        result = nonce_cleanup(now=clock.now())
     except Exception:
         nonce_cleanup_failures_total.inc()
         logger.exception("nonce cleanup failed")
         return "nonce cleanup failed"
-    nonce_cleanup_last_success.set(time.time())
+    nonce_cleanup_last_success.set(clock.time())
     logger.info("nonce cleanup", extra={"deleted": result.deleted, "seconds": round(result.seconds, 3)})
     return f"deleted {result.deleted} used nonces in {result.seconds:.3f} s"
 
 
 @shared_task(name="credits.tasks.purchase_reorg_check_task")
 def purchase_reorg_check_task() -> str:
-    return f"reorg check: {purchase_reorg_check(now=timezone.now())}"
+    return f"reorg check: {purchase_reorg_check(now=clock.now())}"
 
 
 @shared_task(name="credits.tasks.credit_notes_expire_task")
 def credit_notes_expire_task() -> str:
     """Hourly: what is left of credit notes older than 7 days returns to revenue."""
-    return f"expired {credit_notes_expire(now=timezone.now())} credit notes"
+    return f"expired {credit_notes_expire(now=clock.now())} credit notes"

@@ -6,9 +6,9 @@ from typing import Any
 
 from django.contrib import admin
 from django.http import HttpRequest
-from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from finn import clock
 from finn.admin_base import ReadOnlyAdmin, SecondFactorEditsMixin, require_second_factor
 from finn.flags import allowlist_add, allowlist_remove, feature_flag_set
 from finn.models import AuditEvent, BetaAllowlistEntry, CspReport, FeatureFlag, WaitlistSignup
@@ -23,7 +23,7 @@ class FeatureFlagAdmin(SecondFactorEditsMixin, admin.ModelAdmin[FeatureFlag]):
     def save_model(self, request: HttpRequest, obj: FeatureFlag, form: Any, change: bool) -> None:
         require_second_factor(request, "finn.change_featureflag")
         with admin_audit_context(request):
-            feature_flag_set(name=obj.name, enabled=obj.enabled, actor=request.user.get_username(), now=timezone.now())
+            feature_flag_set(name=obj.name, enabled=obj.enabled, actor=request.user.get_username(), now=clock.now())
 
     def has_delete_permission(self, request: HttpRequest, obj: FeatureFlag | None = None) -> bool:
         return False
@@ -38,12 +38,12 @@ class BetaAllowlistAdmin(SecondFactorEditsMixin, admin.ModelAdmin[BetaAllowlistE
     def save_model(self, request: HttpRequest, obj: BetaAllowlistEntry, form: Any, change: bool) -> None:
         require_second_factor(request, "finn.add_betaallowlistentry")
         with admin_audit_context(request):
-            allowlist_add(address=obj.address, note=obj.note, actor=request.user.get_username(), now=timezone.now())
+            allowlist_add(address=obj.address, note=obj.note, actor=request.user.get_username(), now=clock.now())
 
     def delete_model(self, request: HttpRequest, obj: BetaAllowlistEntry) -> None:
         require_second_factor(request, "finn.delete_betaallowlistentry")
         with admin_audit_context(request):
-            allowlist_remove(address=obj.address, actor=request.user.get_username(), now=timezone.now())
+            allowlist_remove(address=obj.address, actor=request.user.get_username(), now=clock.now())
 
     def delete_queryset(self, request: HttpRequest, queryset: Any) -> None:
         for entry in queryset:

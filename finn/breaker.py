@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 from prometheus_client import Gauge
 
+from finn import clock
 from finn.redis import get_redis, register_script, run_script
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ class CircuitBreaker:
 
     @staticmethod
     def _now_ms() -> int:
-        return int(time.time() * 1000)
+        return int(clock.time() * 1000)
 
     def allow(self) -> Admission:
         """May a call go ahead now? In HALF_OPEN only the single probe may."""

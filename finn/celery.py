@@ -3,12 +3,28 @@
 from __future__ import annotations
 
 import os
+from datetime import datetime
 
 from celery import Celery
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "finn.settings")
 
-app = Celery("finn")
+
+class FinnCelery(Celery):
+    """Beat schedules, countdowns and ETAs on finn's clock (the database's), not the host's.
+
+    Celery's own ``now()`` is the wall clock: a host clock stepped back an hour would hold
+    every beat job (the hold-expiry sweep included) for that hour, and one stepped forward
+    would run ETAs early; on finn's clock neither happens (``finn.clock``).
+    """
+
+    def now(self) -> datetime:
+        from finn import clock
+
+        return clock.now().astimezone(self.timezone)
+
+
+app = FinnCelery("finn")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 

@@ -17,9 +17,9 @@ import threading
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 from prometheus_client import Counter, Gauge
 
+from finn import clock
 from finn.errors import Conflict
 
 logger = logging.getLogger(__name__)
@@ -65,9 +65,9 @@ def _bypass_announce() -> None:
     guard_state_set("bypassed")
     audit_append(
         event_type="conservation_guard_bypass",
-        payload={"by": who, "since": timezone.now().isoformat()},
+        payload={"by": who, "since": clock.now().isoformat()},
         correlation_id="conservation_guard",
-        now=timezone.now(),
+        now=clock.now(),
         actor=who,
         reason="FINN_GUARD_BYPASS=true",
     )

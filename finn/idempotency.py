@@ -30,10 +30,10 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
-from django.utils import timezone
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from finn import clock
 from finn.errors import Conflict, DomainError, InvalidRequest
 from finn.models import IdempotencyKey
 
@@ -151,7 +151,7 @@ def run_idempotent(
     key = idempotency_key_from(request)
     if key is None:
         return handler(None)
-    now = timezone.now()
+    now = clock.now()
     fingerprint = request_fingerprint(method=request.method or "", path=request.path, data=request.data)
     claim = idempotency_claim(account_id=account_id, scope=scope, key=key, request_hash=fingerprint, now=now)
     if isinstance(claim, StoredResponse):
@@ -162,7 +162,7 @@ def run_idempotent(
         idempotency_release(record_id=claim)
         raise
     if 200 <= response.status_code < 300 and isinstance(response.data, dict):
-        idempotency_complete(record_id=claim, status=response.status_code, body=response.data, now=timezone.now())
+        idempotency_complete(record_id=claim, status=response.status_code, body=response.data, now=clock.now())
     else:
         idempotency_release(record_id=claim)
     return response

@@ -50,6 +50,8 @@ try:
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
     # Redis health monitor: OPEN after 3 consecutive failures, one probe after this.
     REDIS_HEALTH_COOLDOWN_SECONDS = env_int("REDIS_HEALTH_COOLDOWN_SECONDS", 30, minimum=1)
+    # finn.clock re-reads the database's clock this often (between readings: the monotonic clock).
+    CLOCK_ANCHOR_SECONDS = env_int("CLOCK_ANCHOR_SECONDS", 60, minimum=1)
     # Upstream ledger that committed entries are finalized with. Empty: entries
     # stay COMMITTED (see billing.services.entry_commit).
     FINALIZE_URL = env_str("FINALIZE_URL", "") or ""

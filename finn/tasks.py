@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.utils import timezone
 
+from finn import clock
 from finn.audit_chain import audit_chain
 from finn.idempotency import idempotency_key_cleanup
 
 
 @shared_task(name="finn.tasks.idempotency_key_cleanup_task")
 def idempotency_key_cleanup_task() -> str:
-    deleted = idempotency_key_cleanup(now=timezone.now())
+    deleted = idempotency_key_cleanup(now=clock.now())
     return f"deleted {deleted} expired idempotency keys"
 
 

@@ -7,10 +7,10 @@ from collections.abc import Callable
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods, require_POST
 
+from finn import clock
 from finn.errors import InvalidRequest
 from finn.ratelimit import client_ip, rate_limit_hit
 from finn.services import csp_reports_record, csp_violations_parse, waitlist_signup
@@ -55,7 +55,7 @@ def waitlist(request: HttpRequest) -> HttpResponse:
     email = str(request.POST.get("email", ""))[:254]
     wallet = str(request.POST.get("wallet", ""))[:64]
     try:
-        waitlist_signup(email=email, wallet=wallet, now=timezone.now())
+        waitlist_signup(email=email, wallet=wallet, now=clock.now())
     except InvalidRequest as exc:
         return _page(request, status=400, error=exc.message, email=email, wallet=wallet)
     return _page(request, thanks=True)
@@ -88,7 +88,7 @@ def csp_report(request: HttpRequest) -> HttpResponse:
     violations = csp_violations_parse(body)
     if not violations:
         return _error(400, "invalid_report", "no csp-report object or csp-violation report in the body")
-    csp_reports_record(violations=violations, now=timezone.now())
+    csp_reports_record(violations=violations, now=clock.now())
     return HttpResponse(status=204)
 
 

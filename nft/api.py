@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from django.http import HttpResponse
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -13,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from finn import clock
 from finn.auth import Principal
 from finn.errors import Forbidden, InvalidRequest
 from finn.fields import ErrorSerializer
@@ -138,7 +138,7 @@ class PersonalityApi(APIView):
         fields = services.personality_fields(_body(request))
         author = _writer(request, collection, token_id)
         personality = services.personality_create(
-            collection=collection, token_id=token_id, fields=fields, author=author, now=timezone.now()
+            collection=collection, token_id=token_id, fields=fields, author=author, now=clock.now()
         )
         return Response(selectors.personality_data(personality), status=201)
 
@@ -155,7 +155,7 @@ class PersonalityApi(APIView):
         body = _body(request)
         author = _writer(request, collection, token_id)
         personality = services.personality_update(
-            collection=collection, token_id=token_id, data=body, author=author, now=timezone.now()
+            collection=collection, token_id=token_id, data=body, author=author, now=clock.now()
         )
         return Response(selectors.personality_data(personality))
 
@@ -249,7 +249,7 @@ class OnboardingStartApi(APIView):
     )
     def post(self, request: Request) -> Response:
         wallet, account_id = _wallet(request)
-        session = services.onboarding_start(wallet=wallet, account_id=account_id, now=timezone.now())
+        session = services.onboarding_start(wallet=wallet, account_id=account_id, now=clock.now())
         return Response(_session_data(session), status=201)
 
 
@@ -261,9 +261,7 @@ class OnboardingSessionApi(APIView):
     )
     def get(self, request: Request, session_id: str) -> Response:
         wallet, _ = _wallet(request)
-        return Response(
-            _session_data(services.onboarding_get(session_id=session_id, wallet=wallet, now=timezone.now()))
-        )
+        return Response(_session_data(services.onboarding_get(session_id=session_id, wallet=wallet, now=clock.now())))
 
 
 class DetectInput(serializers.Serializer):
@@ -288,7 +286,7 @@ class OnboardingDetectApi(APIView):
             if isinstance(c, dict)
         ]
         session, found = services.onboarding_detect(
-            session_id=session_id, wallet=wallet, claimed=claimed, now=timezone.now()
+            session_id=session_id, wallet=wallet, claimed=claimed, now=clock.now()
         )
         return Response({**_session_data(session), "source": found.source, "cached": found.cached})
 
@@ -313,7 +311,7 @@ class OnboardingSelectApi(APIView):
             wallet=wallet,
             collection=str(body.get("collection", "")),
             token_id=str(body.get("token_id", "")),
-            now=timezone.now(),
+            now=clock.now(),
         )
         return Response(_session_data(session))
 
@@ -329,7 +327,7 @@ class OnboardingPersonalityApi(APIView):
         wallet, _ = _wallet(request)
         body = _body(request) if request.data else {}
         session = services.onboarding_personality(
-            session_id=session_id, wallet=wallet, body=None if body.get("skip") is True else body, now=timezone.now()
+            session_id=session_id, wallet=wallet, body=None if body.get("skip") is True else body, now=clock.now()
         )
         return Response(_session_data(session))
 
@@ -344,7 +342,7 @@ class OnboardingCreditsApi(APIView):
     def post(self, request: Request, session_id: str) -> Response:
         wallet, _ = _wallet(request)
         return Response(
-            _session_data(services.onboarding_credits(session_id=session_id, wallet=wallet, now=timezone.now()))
+            _session_data(services.onboarding_credits(session_id=session_id, wallet=wallet, now=clock.now()))
         )
 
 
@@ -362,7 +360,7 @@ class OnboardingCompleteApi(APIView):
     )
     def post(self, request: Request, session_id: str) -> Response:
         wallet, _ = _wallet(request)
-        session = services.onboarding_complete(session_id=session_id, wallet=wallet, now=timezone.now())
+        session = services.onboarding_complete(session_id=session_id, wallet=wallet, now=clock.now())
         return Response(
             {
                 **_session_data(session),

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from finn import clock
+
 
 class SignatureError(Exception):
     def __init__(self, code: str, message: str) -> None:
@@ -184,7 +186,7 @@ def normalize_paddle(body: Any) -> NormalizedEvent:
         event_id=str(body["event_id"]),
         raw_type=raw_type,
         event_type=PADDLE_TYPES.get(raw_type, ""),
-        occurred_at=_iso(body["occurred_at"]) or datetime.now(UTC),
+        occurred_at=_iso(body["occurred_at"]) or clock.now(),
         data={
             "subscription_id": data.get("subscription_id") if is_transaction else data.get("id"),
             "transaction_id": data.get("id") if is_transaction else None,
@@ -212,7 +214,7 @@ def normalize_stripe(body: Any) -> NormalizedEvent:
         event_id=str(body["id"]),
         raw_type=raw_type,
         event_type=event_type,
-        occurred_at=_iso(body["created"]) or datetime.now(UTC),
+        occurred_at=_iso(body["created"]) or clock.now(),
         data={
             "subscription_id": obj.get("id") if is_subscription_object else obj.get("subscription"),
             "transaction_id": None if is_subscription_object else obj.get("id"),
@@ -250,7 +252,7 @@ def normalize_standard(
         event_id=str(event_id)[:255],
         raw_type=raw_type,
         event_type=raw_type if raw_type in NORMALIZED_TYPES else "",
-        occurred_at=occurred_at or datetime.now(UTC),
+        occurred_at=occurred_at or clock.now(),
         data={
             "subscription_id": data.get("subscription_id"),
             "transaction_id": data.get("transaction_id"),

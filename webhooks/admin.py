@@ -5,8 +5,8 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
-from django.utils import timezone
 
+from finn import clock
 from finn.admin_base import CappedPaginator, ConfirmRow, confirm_with_reason
 from webhooks.models import WebhookDeadLetter, WebhookEvent
 from webhooks.services import webhook_replay
@@ -52,9 +52,7 @@ class WebhookEventAdmin(admin.ModelAdmin[WebhookEvent]):
             ),
             submit_label="Replay",
             noun=("event", "events"),
-            apply=lambda event, reason: webhook_replay(
-                event_pk=event.pk, now=timezone.now(), actor=actor, reason=reason
-            ),
+            apply=lambda event, reason: webhook_replay(event_pk=event.pk, now=clock.now(), actor=actor, reason=reason),
         )
 
 

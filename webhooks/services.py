@@ -26,12 +26,12 @@ from typing import Any
 import redis
 from django.conf import settings
 from django.db import connection, transaction
-from django.utils import timezone
 from prometheus_client import Counter, Histogram
 
 from billing import services as billing_services
 from billing.metrics import rejected
 from credits.services import card_credit_pack_mint
+from finn import clock
 from finn.audit import audit_append
 from finn.degradation import lock_fallbacks_total, monitor
 from finn.locks import lock_acquire, lock_release, xact_lock
@@ -164,7 +164,7 @@ def _execute(event: WebhookEvent, now: datetime) -> str:
 
 def webhook_process(*, event_pk: int, now: datetime | None = None) -> str:
     """Process one stored event once; returns the outcome word."""
-    now = now or timezone.now()
+    now = now or clock.now()
     event = WebhookEvent.objects.filter(pk=event_pk).first()
     if event is None:
         return "missing"
@@ -231,7 +231,7 @@ def _process_locked(event: WebhookEvent, *, now: datetime, use_postgres_lock: bo
             get_redis().set(_marker_key(event), "processed", ex=PROCESSED_MARKER_SECONDS)
     webhook_outcomes_total.labels(event.provider, outcome).inc()
     if outcome in ("processed", "processed_stale", "skipped"):
-        webhook_processing_lag_seconds.observe(max(0.0, (timezone.now() - event.received_at).total_seconds()))
+        webhook_processing_lag_seconds.observe(max(0.0, (clock.now() - event.received_at).total_seconds()))
     return outcome
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from celery import shared_task
-from django.utils import timezone
 
+from finn import clock
 from webhooks.services import webhook_enqueue, webhook_process, webhook_sweep
 
 RETRY_LATER = {"lock_contention": 5, "deferred": 2}
@@ -20,4 +20,4 @@ def webhook_process_task(event_pk: int) -> str:
 
 @shared_task(name="webhooks.tasks.webhook_sweep_task")
 def webhook_sweep_task() -> str:
-    return f"re-enqueued {webhook_sweep(now=timezone.now())} webhook events"
+    return f"re-enqueued {webhook_sweep(now=clock.now())} webhook events"

@@ -6,16 +6,15 @@ so nothing may parse or re-serialize the body before verification.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 
 from django.conf import settings
 from django.http import HttpRequest, JsonResponse
-from django.utils import timezone
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from billing.metrics import rejected
+from finn import clock
 from finn.degradation import ServiceUnavailable
 from finn.ratelimit import client_ip, rate_limit_hit
 from finn.untrusted_json import UntrustedJsonError, json_loads_untrusted
@@ -81,7 +80,7 @@ def _receive(
         event = normalize(json_loads_untrusted(raw, max_bytes=MAX_BODY_BYTES))
     except (UntrustedJsonError, InvalidEvent) as exc:
         return _error(400, "invalid_event", f"the event body is not a valid {provider} event: {exc}"[:300])
-    receipt = webhook_receive(provider=provider, event=event, now=timezone.now())
+    receipt = webhook_receive(provider=provider, event=event, now=clock.now())
     return JsonResponse({"received": True, "status": receipt.status, "event_id": receipt.event_id})
 
 
@@ -97,7 +96,7 @@ def paddle(request: HttpRequest) -> JsonResponse:
             raw,
             request.headers.get("Paddle-Signature"),
             secret,
-            now=time.time(),
+            now=clock.time(),
             tolerance=settings.WEBHOOK_TOLERANCE_SECONDS,
         ),
         normalize_paddle,
@@ -116,7 +115,7 @@ def stripe(request: HttpRequest) -> JsonResponse:
             raw,
             request.headers.get("Stripe-Signature"),
             secret,
-            now=time.time(),
+            now=clock.time(),
             tolerance=settings.WEBHOOK_TOLERANCE_SECONDS,
         ),
         normalize_stripe,
@@ -137,7 +136,7 @@ def standard(request: HttpRequest) -> JsonResponse:
             timestamp=request.headers.get("webhook-timestamp"),
             header=request.headers.get("webhook-signature"),
             secret=secret,
-            now=time.time(),
+            now=clock.time(),
             tolerance=settings.WEBHOOK_TOLERANCE_SECONDS,
         ),
         lambda body: normalize_standard(

@@ -6,7 +6,6 @@ from decimal import ROUND_CEILING, Decimal
 from typing import Any
 
 from django.conf import settings
-from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
@@ -34,6 +33,7 @@ from credits.x402.protocol import (
     payment_required_v2,
 )
 from credits.x402.quotes import offer_of, request_fingerprint, x402_quote_create
+from finn import clock
 from finn.auth import Principal
 from finn.errors import InvalidRequest
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
@@ -117,7 +117,7 @@ def _x402(
     fingerprint = request_fingerprint(fingerprint_data)
     v2 = request.headers.get(PAYMENT_SIGNATURE)
     v1 = request.headers.get(X_PAYMENT)
-    now = timezone.now()
+    now = clock.now()
     if not v2 and not v1:
         limit_or_raise(tier="x402_quote", identity=client_ip(request))
         payer = request.headers.get(PAYER_HEADER, "").strip()

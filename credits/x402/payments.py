@@ -24,7 +24,6 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 from ulid import ULID
 
 from billing import services as billing_services
@@ -42,6 +41,7 @@ from credits.x402.protocol import (
 )
 from credits.x402.quotes import _requirement_dict
 from credits.x402.verify import _check, _match_quote, _nonce_fast_path
+from finn import clock
 from finn.audit import audit_append
 from finn.db import violates
 from finn.guard import guard
@@ -182,7 +182,7 @@ def _payment_complete(
     payment = X402Payment.objects.select_related("quote").get(pk=payment_id)
     quote = payment.quote
     status, body, actual = work(payment, quote)
-    completed_at = timezone.now()
+    completed_at = clock.now()
     with transaction.atomic(durable=True):
         locked = X402Payment.objects.select_for_update().get(pk=payment_id)
         if locked.status == X402Payment.Status.COMPLETED:  # a concurrent completion won
@@ -245,9 +245,9 @@ def _settle(payment: X402Payment, quote: X402Quote, raw_payload: dict[str, Any],
         requirements=_requirement_dict(quote, payment.x402_version),
     )
     if outcome.settled:
-        _payment_settled(payment, quote, tx_hash=outcome.tx_hash, now=timezone.now())
+        _payment_settled(payment, quote, tx_hash=outcome.tx_hash, now=clock.now())
         return
-    _move(payment.pk, X402Payment.Status.PENDING, X402Payment.Status.FAILED, timezone.now(), error=outcome.reason[:300])
+    _move(payment.pk, X402Payment.Status.PENDING, X402Payment.Status.FAILED, clock.now(), error=outcome.reason[:300])
     if not settings.X402_FACILITATOR_URL or outcome.reason == "facilitator circuit open":
         raise SettlementUnavailable(f"payment settlement is unavailable ({outcome.reason}); retry later")
     raise refuse("settlement_failed", f"settlement failed: {outcome.reason}", payment_id=payment.pk)

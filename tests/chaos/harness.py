@@ -85,7 +85,13 @@ FAULTS = (
     "facilitator_500",
     "facilitator_slow",
     "net_delay",
+    "clock_jump",
 )
+# A clock jump for every finn process (gunicorn, Celery worker and beat): each reads the host's wall
+# clock through finn.clock.wall(), which adds the seconds in FINN_CLOCK_OFFSET_FILE (libfaketime
+# 0.9.10 with the monotonic clock left alone, as a real step leaves it, fails time.sleep: EINVAL).
+CLOCK_JUMPS = (-86400, -3600, -600, 600, 3600, 86400)
+CREATED_SLACK_SECONDS = 5  # an entry's "now" vs the database's clock at its insert
 
 SETUP = r"""
 import json, django
@@ -252,6 +258,8 @@ def world(logs: Path) -> Iterator[World]:
             "WEB_CONCURRENCY": "2",
             "WEB_THREADS": "4",
         }
+        (logs / "clock-offset").write_text("0")
+        env["FINN_CLOCK_OFFSET_FILE"] = str(logs / "clock-offset")
         the_world = World(
             data=data,
             pg_port=free_port(),
@@ -458,6 +466,8 @@ def _inject(kind: str, the_world: World) -> None:
     elif kind == "net_delay":  # 300 ms on every chunk between finn and Redis, for 1.5 s
         the_world.redis_proxy.delay = 0.3
         threading.Timer(1.5, setattr, args=(the_world.redis_proxy, "delay", 0.0)).start()
+    elif kind == "clock_jump":  # the host's wall clock jumps (back or forward) until the schedule heals
+        Path(the_world.env["FINN_CLOCK_OFFSET_FILE"]).write_text(str(random.choice(CLOCK_JUMPS)))
     elif kind == "facilitator_500":
         the_world.facilitator.mode = "http500"
     elif kind == "facilitator_slow":
@@ -471,6 +481,7 @@ def _heal(the_world: World) -> None:
     the_world.facilitator.mode = "ok"
     the_world.facilitator.delay_seconds = 0.0
     the_world.redis_proxy.delay = 0.0
+    Path(the_world.env["FINN_CLOCK_OFFSET_FILE"]).write_text("0")
     if the_world.worker is not None and the_world.worker.poll() is not None:
         the_world.start_worker()
     try:
@@ -479,11 +490,11 @@ def _heal(the_world: World) -> None:
         the_world.redis.start()
 
 
-def run_schedule(seed: int, the_world: World) -> History:
+def run_schedule(seed: int, the_world: World, kinds: tuple[str, ...] = FAULTS) -> History:
     rng = random.Random(seed)
     history = History()
     operations = rng.randint(20, 40)
-    faults = [(rng.uniform(0.0, 1.5), rng.choice(FAULTS)) for _ in range(rng.randint(1, 3))]
+    faults = [(rng.uniform(0.0, 1.5), rng.choice(kinds)) for _ in range(rng.randint(1, 3))]
     history.faults = [kind for _, kind in faults]
     started = time.monotonic()
     timers = []
@@ -602,6 +613,20 @@ def check_books(conn: psycopg.Connection[Any], history: History) -> list[str]:
         state = payments.get(record.target, ("missing", 0))[0]
         if record.kind == "x402" and record.status == 200 and state not in ("settled", "completed"):
             problems.append(f"paid x402 answer for {record.target[:18]}… but the payment is {state}")
+    # Time: finn acts on the database's clock whatever the host's does (clock_jump).
+    for entry, created, inserted in q(
+        "SELECT e.id, e.created_at, a.inserted_at FROM billing_billingentry e JOIN finn_auditevent a"
+        " ON a.billing_entry_id = e.id AND a.event_type = 'billing_reserve'"
+        " WHERE abs(extract(epoch FROM e.created_at - a.inserted_at)) > %s",
+        [CREATED_SLACK_SECONDS],
+    ).fetchall():
+        problems.append(f"entry {entry} created at {created} by finn, inserted at {inserted} by the database")
+    for entry, expires, released in q(
+        "SELECT e.id, e.expires_at, a.inserted_at FROM billing_billingentry e JOIN finn_auditevent a"
+        " ON a.billing_entry_id = e.id AND a.event_type = 'billing_reserve_expired'"
+        " WHERE a.inserted_at < e.expires_at - interval '1 second'"
+    ).fetchall():
+        problems.append(f"hold {entry} expiring at {expires} was released early, at {released}")
     stored = {row[0] for row in q("SELECT provider_event_id FROM webhooks_webhookevent")}
     for record in history.records:
         if record.kind == "webhook" and record.acknowledged and record.target not in stored:
@@ -670,6 +695,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="", help="comma-separated seeds to run instead (regressions)")
     parser.add_argument("--quiet-every", type=int, default=5, help="quiet-period and audit checks every N schedules")
     parser.add_argument("--quiet-seconds", type=float, default=240.0)
+    parser.add_argument("--faults", default=",".join(FAULTS), help="comma-separated fault kinds to draw from")
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s] or list(range(args.seed, args.seed + args.schedules))
     logs = Path(tempfile.mkdtemp(prefix="finn-chaos-logs-"))
@@ -679,7 +705,7 @@ def main(argv: list[str] | None = None) -> int:
     longest_quiet = 0.0
     with world(logs) as the_world, psycopg.connect(the_world.dsn, autocommit=True) as conn:
         for number, seed in enumerate(seeds, 1):
-            history = run_schedule(seed, the_world)
+            history = run_schedule(seed, the_world, tuple(args.faults.split(",")))
             for kind in history.faults[:-1]:
                 faults[kind] = faults.get(kind, 0) + 1
             conn_ok = _reconnect(conn, the_world)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
 from billing.wal import rebuild_balances
+from finn import clock
 
 
 class Command(BaseCommand):
@@ -17,7 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--repair", action="store_true", help="set differing rows to the postings' sums")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        report = rebuild_balances(repair=options["repair"], now=timezone.now())
+        report = rebuild_balances(repair=options["repair"], now=clock.now())
         self.stdout.write(
             f"accounts {report.accounts}, differences {len(report.differences)}, repaired {report.repaired},"
             f" {report.seconds:.2f} s"

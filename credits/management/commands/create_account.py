@@ -7,11 +7,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
 from billing.models import AccountKind
 from billing.services import account_create, account_credit_mint
 from credits.api_keys import api_key_create
+from finn import clock
 from finn.errors import DomainError
 
 
@@ -30,7 +30,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         if options["credit"] < 0:
             raise CommandError("--credit must be >= 0")
-        now = timezone.now()
+        now = clock.now()
         owner = None
         if options["owner"]:
             owner, _ = get_user_model().objects.get_or_create(username=options["owner"])

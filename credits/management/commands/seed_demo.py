@@ -7,11 +7,11 @@ from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandParser
-from django.utils import timezone
 
 from billing.models import Account, AccountKind
 from billing.services import account_create, account_credit_mint
 from credits.api_keys import api_key_demo_secret, api_key_ensure
+from finn import clock
 
 DEMO_USERNAME = "demo"
 DEMO_CREDIT = 100_000_000  # 100 USD in µUSD
@@ -24,7 +24,7 @@ class Command(BaseCommand):
         parser.add_argument("--credit", type=int, default=DEMO_CREDIT, help="demo credit in µUSD (first run only)")
 
     def handle(self, *args: Any, **options: Any) -> None:
-        now = timezone.now()
+        now = clock.now()
         user, _ = get_user_model().objects.get_or_create(username=DEMO_USERNAME)
         account = Account.objects.filter(owner=user, kind=AccountKind.USER).order_by("pk").first()
         if account is None:

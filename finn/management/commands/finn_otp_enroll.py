@@ -11,9 +11,9 @@ import segno
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import transaction
-from django.utils import timezone
 from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from finn import clock
 from finn.audit import audit_append
 
 
@@ -43,7 +43,7 @@ class Command(BaseCommand):
                 event_type="second_factor_enrolled",
                 payload={"username": user.username, "device": "totp", "replaced": replaced},
                 correlation_id=f"user:{user.pk}",
-                now=timezone.now(),
+                now=clock.now(),
                 actor=f"manage.py finn_otp_enroll ({getpass.getuser()})",
             )
         url = device.config_url

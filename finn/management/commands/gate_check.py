@@ -25,8 +25,8 @@ from typing import Any
 import httpx
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
-from django.utils import timezone
 
+from finn import clock
 from finn.flags import FLAGS, feature_enabled, feature_flag_set
 from finn.registry import breakers, check_run
 
@@ -133,9 +133,9 @@ class Gate:
     def flags(self) -> str:
         states = {name: feature_enabled(name) for name in FLAGS}
         probe = "x402_public"
-        feature_flag_set(name=probe, enabled=not states[probe], actor="gate_check", now=timezone.now())
+        feature_flag_set(name=probe, enabled=not states[probe], actor="gate_check", now=clock.now())
         flipped = feature_enabled(probe)
-        feature_flag_set(name=probe, enabled=states[probe], actor="gate_check", now=timezone.now())
+        feature_flag_set(name=probe, enabled=states[probe], actor="gate_check", now=clock.now())
         _require(flipped is not states[probe], "toggling x402_public had no effect")
         _require(feature_enabled(probe) is states[probe], "x402_public was not restored")
         return ", ".join(f"{k}={'on' if v else 'off'}" for k, v in states.items())
