@@ -48,9 +48,7 @@ try:
     DATABASE_APP_ROLE = env_str("DATABASE_APP_ROLE", "finn_app") or "finn_app"
     REDIS_URL = env_secret("REDIS_URL") or "redis://127.0.0.1:6379/0"
     CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", REDIS_URL)
-    # Redis health monitor: OPEN after 3 consecutive failures, one probe after this.
-    REDIS_HEALTH_COOLDOWN_SECONDS = env_int("REDIS_HEALTH_COOLDOWN_SECONDS", 30, minimum=1)
-    # finn.clock re-reads the database's clock this often (between readings: the monotonic clock).
+    REDIS_HEALTH_COOLDOWN_SECONDS = env_int("REDIS_HEALTH_COOLDOWN_SECONDS", 30, minimum=1)  # OPEN after 3 failures
     CLOCK_ANCHOR_SECONDS = env_int("CLOCK_ANCHOR_SECONDS", 60, minimum=1)
     # Upstream ledger that committed entries are finalized with. Empty: entries
     # stay COMMITTED (see billing.services.entry_commit).
