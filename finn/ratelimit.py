@@ -138,7 +138,7 @@ class _SyncedCounters:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         # key → [pending (not yet pushed), known (all processes, at the last sync), reset_at,
-        #        window seconds, last hit (monotonic)]
+        #        window seconds, last hit (monotonic), in flight (pushed, answer not yet back)]
         self._state: dict[str, list[Any]] = {}
         self._wake = threading.Event()
         self._pid = 0
@@ -153,9 +153,9 @@ class _SyncedCounters:
                 threading.Thread(target=self._run, name="rate-limit-sync", daemon=True).start()
             state = self._state.get(key)
             if state is None:
-                state = self._state[key] = [0, 0, clock.time() + window, window, now]
+                state = self._state[key] = [0, 0, clock.time() + window, window, now, 0]
             state[4] = now
-            used = state[0] + state[1]
+            used = state[0] + state[1] + state[5]
             if used >= limit:
                 return RateDecision(False, limit, 0, state[2])
             state[0] += 1
@@ -177,13 +177,14 @@ class _SyncedCounters:
         """Push pending counts and read every active key's window total (one pipeline)."""
         now = time.monotonic()
         with self._lock:
-            for key in [k for k, st in self._state.items() if now - st[4] > st[3] and st[0] == 0]:
+            for key in [k for k, st in self._state.items() if now - st[4] > st[3] and st[0] == 0 and st[5] == 0]:
                 del self._state[key]  # idle for a whole window: forget it
             # Only keys counted since the last sync: their push also answers the window's total.
             # An idle key's view of other processes ages until its next hit is pushed.
             work = [(key, st[0], st[3]) for key, st in self._state.items() if st[0] > 0]
-            for key, pending, _ in work:
+            for key, pending, _ in work:  # in flight until the answer: still counted by hit()
                 self._state[key][0] -= pending
+                self._state[key][5] += pending
         if not work:
             return
         now_ms = int(clock.time() * 1000)
@@ -199,10 +200,12 @@ class _SyncedCounters:
                 for key, pending, _ in work:
                     if key in self._state:
                         self._state[key][0] += pending
+                        self._state[key][5] -= pending
             raise
         with self._lock:
-            for (key, _, _), (total, reset_ms) in zip(work, answers, strict=True):
+            for (key, pending, _), (total, reset_ms) in zip(work, answers, strict=True):
                 if key in self._state:
+                    self._state[key][5] -= pending  # now part of the window's total
                     self._state[key][1] = int(total)
                     self._state[key][2] = int(reset_ms) / 1000
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -49,6 +51,23 @@ def test_processes_see_each_others_counts_after_a_sync() -> None:
     # then: together exactly the limit, though neither asked Redis per request
     assert admitted_first == 700
     assert admitted_first + admitted_second == 1000
+
+
+def test_counts_on_their_way_to_redis_still_count() -> None:
+    # given: 600 of 1,000 counted, and a sync whose push Redis holds back (CLIENT PAUSE blocks scripts)
+    counters, key = _SyncedCounters(), "finn:ratelimit:api_key:in-flight"
+    get_redis().delete(key)
+    assert sum(counters.hit(key, 1000, 60).allowed for _ in range(600)) == 600
+    get_redis().execute_command("CLIENT", "PAUSE", 400, "WRITE")
+    pushing = threading.Thread(target=counters.sync)
+    pushing.start()
+    time.sleep(0.1)
+    # when: requests arrive while the 600 are in flight
+    admitted = sum(counters.hit(key, 1000, 60).allowed for _ in range(600))
+    pushing.join()
+    # then: the 600 in flight still count, before and after Redis answers
+    assert admitted == 400
+    assert not counters.hit(key, 1000, 60).allowed
 
 
 def test_low_limits_stay_exact_per_request() -> None:
