@@ -87,7 +87,7 @@ run: database
 	@$(RUN_ENV) $(BIN)/python manage.py seed_demo > var/demo.json
 	@echo "demo account: $$(cat var/demo.json)"
 	@echo "API:      http://127.0.0.1:8000/api/v1/   (Authorization: Bearer <api_key above>)"
-	@echo "API docs: http://127.0.0.1:8000/api/docs/"
+	@echo "API docs: http://127.0.0.1:8000/api/docs/   (ReDoc: http://127.0.0.1:8000/api/redoc/)"
 	@echo "health:   http://127.0.0.1:8000/health"
 	@echo "metrics:  http://127.0.0.1:8000/metrics"
 	@echo "admin:    http://127.0.0.1:8000/admin/   (create a user: .venv/bin/python manage.py createsuperuser)"

@@ -2,12 +2,12 @@ from __future__ import annotations
 
 from django.contrib import admin
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView
 
 from billing import api as billing_api
 from credits import api as credits_api
 from credits.x402 import api as x402_api
-from finn import second_factor, views, web
+from finn import api_docs, second_factor, views, web
 from nft import api as nft_api
 from webhooks import views as webhook_views
 
@@ -15,6 +15,7 @@ handler404 = "finn.errors.json_404"
 handler500 = "finn.errors.json_500"
 
 api_v1 = [
+    path("", api_docs.ApiIndexApi.as_view(), name="api-index"),
     path("billing/entries", billing_api.EntryReserveApi.as_view(), name="billing-entry-reserve"),
     path("billing/entries/<str:entry_id>", billing_api.EntryDetailApi.as_view(), name="billing-entry-detail"),
     path("billing/entries/<str:entry_id>/commit", billing_api.EntryCommitApi.as_view(), name="billing-entry-commit"),
@@ -75,7 +76,8 @@ urlpatterns = [
     path("api/v1/webhooks/standard", webhook_views.standard, name="webhook-standard"),
     path("api/v1/", include(api_v1)),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("api/docs/", api_docs.SwaggerUiView.as_view(url_name="schema"), name="docs"),
+    path("api/redoc/", api_docs.RedocView.as_view(url_name="schema"), name="redoc"),
     path("admin/", admin.site.urls),
     path("metrics", views.metrics, name="prometheus-django-metrics"),
 ]

@@ -10,73 +10,19 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.contrib.auth.models import Group, User
-from django.db import connections
-from django.test import override_settings
 from django.utils import timezone
 
 from billing.models import Account, BillingEntry
 from billing.states import EntryState
 from finn.models import AuditEvent, CspReport, WaitlistSignup
 from tests.billing.helpers import entry_in_state
+from tests.browser.conftest import csp_console
 from tests.second_factor import current_token, totp_device
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-
-COLLECT_VIOLATIONS = """
-window.__cspViolations = [];
-document.addEventListener('securitypolicyviolation', (e) => {
-  window.__cspViolations.push({directive: e.violatedDirective, blocked: e.blockedURI});
-});
-"""
-
-
-@pytest.fixture
-def enforced() -> Iterator[None]:
-    policy = settings.CONTENT_SECURITY_POLICY or settings.CONTENT_SECURITY_POLICY_REPORT_ONLY
-    with override_settings(CONTENT_SECURITY_POLICY=policy, CONTENT_SECURITY_POLICY_REPORT_ONLY=None):
-        yield
-
-
-@pytest.fixture
-def page(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    # Playwright's sync API runs an event loop in this thread; the ORM calls the test makes
-    # between page steps are ordinary blocking calls (test-only, undone after the test).
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-    assert os.path.exists(CHROMIUM), "Debian's chromium package is missing (make test installs it)"
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM,
-            # the test server's certificate is self-signed; reports are delivered at once
-            args=["--no-sandbox", "--ignore-certificate-errors", "--short-reporting-delay"],
-        )
-        context = browser.new_context(ignore_https_errors=True)
-        context.add_init_script(COLLECT_VIOLATIONS)
-        page = context.new_page()
-        page.console_messages = []  # type: ignore[attr-defined]
-        page.on("console", lambda message: page.console_messages.append(message.text))  # type: ignore[attr-defined]
-        try:
-            yield page
-        finally:
-            browser.close()
-            # The test body ran in Playwright's greenlet, which has its own context (and so
-            # its own database connection): close it, or the test database stays in use.
-            connections.close_all()
-
-
-def _csp_console(page: Any) -> list[str]:
-    return [text for text in page.console_messages if "Content Security Policy" in text]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -94,7 +40,7 @@ def test_waitlist_page_under_the_enforced_policy_has_no_violations_and_stores_th
     page.wait_for_selector("#thanks")
     # then
     assert page.evaluate("window.__cspViolations") == []
-    assert _csp_console(page) == []
+    assert csp_console(page) == []
     signup = WaitlistSignup.objects.get()
     assert (signup.email, signup.wallet) == ("grace@example.com", "0x" + "c3" * 20)
     # the stylesheet (a static file) applied: the card has its background
