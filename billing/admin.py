@@ -14,8 +14,12 @@ from typing import Any
 from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
 from billing import selectors, services
+from billing.admin_money import amount_range_filter, money
 from billing.models import (
     Account,
     BadgePurchase,
@@ -28,30 +32,102 @@ from billing.models import (
     Subscription,
 )
 from billing.states import EntryState
+from billing.units import format_amount
 from finn import clock
 from finn.admin_base import ConfirmRow, ReadOnlyAdmin, confirm_with_reason
 
 
+def _table(headers: list[str], rows: list[tuple[Any, ...]], empty: str) -> SafeString:
+    """A small read-only table for a detail page (cells are escaped)."""
+    if not rows:
+        return format_html("<p>{}</p>", empty)
+    head = format_html_join("", "<th>{}</th>", ((h,) for h in headers))
+    body = format_html_join(
+        "", "<tr>{}</tr>", ((format_html_join("", "<td>{}</td>", ((cell,) for cell in row)),) for row in rows)
+    )
+    return format_html('<table class="finn-detail"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body)
+
+
+def _entry_link(entry_id: str | None) -> SafeString | str:
+    if not entry_id:
+        return "—"
+    return format_html('<a href="{}">{}</a>', reverse("admin:billing_billingentry_change", args=[entry_id]), entry_id)
+
+
 @admin.register(Account)
 class AccountAdmin(ReadOnlyAdmin[Account]):
-    list_display = ["id", "kind", "code", "owner", "available", "held", "credit_limit", "daily_cap"]
-    list_filter = ["kind"]
+    available_money = money("available", "available")
+    held_money = money("held", "held")
+    credit_limit_money = money("credit_limit", "credit limit")
+    daily_cap_money = money("daily_cap", "daily cap")
+    list_display = [
+        "id", "kind", "code", "owner", "available_money", "held_money", "credit_limit_money", "daily_cap_money",
+    ]  # fmt: skip
+    list_filter = [
+        "kind", amount_range_filter("available", "available (USD)"), amount_range_filter("held", "held (USD)"),
+    ]  # fmt: skip
     list_select_related = ["owner"]
     search_fields = ["code", "name", "owner__username"]
-    readonly_fields = ["spent_today", "open_holds", "last_reconciliation"]
+    fieldsets = [
+        (None, {"fields": ["kind", "code", "name", "owner", "created_at"]}),
+        ("Balance", {"fields": ["balance", "spent_today", "last_reconciliation"]}),
+        ("Open holds", {"fields": ["open_holds", "open_hold_list"]}),
+        ("Recent movements", {"fields": ["recent_movements"]}),
+    ]
+    readonly_fields = [
+        "balance", "spent_today", "open_holds", "open_hold_list", "recent_movements", "last_reconciliation",
+    ]  # fmt: skip
+
+    @admin.display(description="Balance")
+    def balance(self, obj: Account) -> SafeString:
+        rows = [
+            ("available", format_amount(obj.available)),
+            ("held", format_amount(obj.held)),
+            ("credit limit", format_amount(obj.credit_limit)),
+            ("daily cap", format_amount(obj.daily_cap)),
+            ("refill threshold", format_amount(obj.refill_threshold)),
+        ]
+        return _table(["", "USD"], rows, "")
+
+    @admin.display(description="Holds (soonest to expire)")
+    def open_hold_list(self, obj: Account) -> SafeString:
+        rows = [
+            (_entry_link(e.pk), format_amount(e.estimated_cost), e.correlation_id, f"{e.expires_at:%Y-%m-%d %H:%M:%S}")
+            for e in selectors.account_open_holds(account_id=obj.pk)
+        ]
+        return _table(["entry", "held", "correlation id", "expires (UTC)"], rows, "No open holds.")
+
+    @admin.display(description=f"Latest {selectors.ADMIN_DETAIL_ROWS} postings")
+    def recent_movements(self, obj: Account) -> SafeString:
+        rows = [
+            (
+                f"{p.journal_entry.created_at:%Y-%m-%d %H:%M:%S}",
+                p.journal_entry.event_type,
+                _entry_link(p.journal_entry.billing_entry_id),
+                p.bucket,
+                format_amount(p.delta, p.denomination),
+            )
+            for p in selectors.account_recent_postings(account_id=obj.pk)
+        ]
+        return _table(["at (UTC)", "event", "entry", "bucket", "amount"], rows, "No postings yet.")
 
     def _overview(self, obj: Account) -> selectors.AccountOverview:
-        return selectors.account_overview(account_id=obj.pk, now=clock.now())
+        """Read once per page (three fields show it), kept on the object, not on this shared admin."""
+        overview: selectors.AccountOverview | None = getattr(obj, "_finn_overview", None)
+        if overview is None:
+            overview = selectors.account_overview(account_id=obj.pk, now=clock.now())
+            obj._finn_overview = overview  # type: ignore[attr-defined]
+        return overview
 
-    @admin.display(description="Spent today (µUSD, UTC day)")
+    @admin.display(description="Spent today (UTC day)")
     def spent_today(self, obj: Account) -> str:
         overview = self._overview(obj)
-        return f"{overview.spent_today} spent, {overview.held_today} held"
+        return f"{format_amount(overview.spent_today)} spent, {format_amount(overview.held_today)} held"
 
     @admin.display(description="Open holds")
     def open_holds(self, obj: Account) -> str:
         overview = self._overview(obj)
-        return f"{overview.open_holds} holds, {overview.open_holds_amount} µUSD"
+        return f"{overview.open_holds} holds, {format_amount(overview.open_holds_amount)}"
 
     @admin.display(description="Last reconciliation")
     def last_reconciliation(self, obj: Account) -> str:
@@ -83,7 +159,7 @@ class AccountIdFilter(admin.SimpleListFilter):
 class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
     """Finalize, void and replay: second factor, a confirmation page and a required reason."""
 
-    HEADERS = ["entry", "account", "state", "estimate (µUSD)", "actual (µUSD)"]
+    HEADERS = ["entry", "account", "state", "estimate", "actual"]
 
     def _confirm(
         self,
@@ -100,7 +176,10 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
         apply: Callable[[BillingEntry, str], object],
     ) -> HttpResponse | None:
         def row(entry: BillingEntry) -> ConfirmRow:
-            cells = [entry.pk, entry.account_id, entry.state, entry.estimated_cost, entry.actual_cost]
+            cells = [
+                entry.pk, entry.account_id, entry.state, format_amount(entry.estimated_cost),
+                format_amount(entry.actual_cost),
+            ]  # fmt: skip
             return ConfirmRow(entry.pk, cells, outcome if entry.state in sources else "cannot: left unchanged")
 
         return confirm_with_reason(
@@ -191,8 +270,37 @@ class EntryActionsMixin(ReadOnlyAdmin[BillingEntry]):
 
 @admin.register(BillingEntry)
 class BillingEntryAdmin(EntryActionsMixin):
-    list_display = ["id", "account", "state", "estimated_cost", "actual_cost", "finalize_attempts", "created_at"]
-    list_filter = ["state", AccountIdFilter]
+    estimated_money = money("estimated_cost", "estimate")
+    actual_money = money("actual_cost", "actual")
+    list_display = ["id", "account", "state", "estimated_money", "actual_money", "finalize_attempts", "created_at"]
+    list_filter = [
+        "state", AccountIdFilter, amount_range_filter("estimated_cost", "estimate (USD)"),
+        amount_range_filter("actual_cost", "actual (USD)"),
+    ]  # fmt: skip
+    readonly_fields = ["estimate_and_actual", "journal", "audit_trail"]
+
+    @admin.display(description="Amounts")
+    def estimate_and_actual(self, obj: BillingEntry) -> str:
+        return f"estimate {format_amount(obj.estimated_cost)}, actual {format_amount(obj.actual_cost)}"
+
+    @admin.display(description="Journal and postings")
+    def journal(self, obj: BillingEntry) -> SafeString:
+        rows = [
+            (journal.pk, journal.event_type, f"{journal.created_at:%Y-%m-%d %H:%M:%S}", posting.account_id,
+             posting.bucket, format_amount(posting.delta, posting.denomination))
+            for journal, postings in selectors.entry_journals(entry_id=obj.pk)
+            for posting in postings
+        ]  # fmt: skip
+        return _table(["journal", "event", "at (UTC)", "account", "bucket", "amount"], rows, "No journal entries.")
+
+    @admin.display(description="Audit rows")
+    def audit_trail(self, obj: BillingEntry) -> SafeString:
+        rows = [
+            (a.sequence, a.event_type, f"{a.created_at:%Y-%m-%d %H:%M:%S}", a.actor or "—", a.reason or "—")
+            for a in selectors.entry_audit_rows(entry_id=obj.pk)
+        ]
+        return _table(["sequence", "event", "at (UTC)", "actor", "reason"], rows, "No audit rows.")
+
     list_select_related = ["account"]
     raw_id_fields = ["account"]
     search_fields = ["=id", "=correlation_id"]
@@ -204,7 +312,8 @@ class BillingEntryAdmin(EntryActionsMixin):
 class FinalizeDeadLetterAdmin(EntryActionsMixin):
     """The finalize dead letters (FINALIZE_FAILED): retry, finalize by hand, or void."""
 
-    list_display = ["id", "account", "actual_cost", "finalize_attempts", "finalize_last_error", "updated_at"]
+    actual_money = money("actual_cost", "actual")
+    list_display = ["id", "account", "actual_money", "finalize_attempts", "finalize_last_error", "updated_at"]
     list_select_related = ["account"]
     search_fields = ["=id", "=correlation_id"]
     actions = ["replay_selected", "finalize_by_hand", "void_entries"]
@@ -217,8 +326,12 @@ class PostingInline(admin.TabularInline[Posting, JournalEntry]):
     model = Posting
     extra = 0
     can_delete = False
-    fields = ["account", "bucket", "delta", "denomination"]
-    readonly_fields = ["account", "bucket", "delta", "denomination"]
+    fields = ["account", "bucket", "amount"]
+    readonly_fields = ["account", "bucket", "amount"]
+
+    @admin.display(description="amount")
+    def amount(self, obj: Posting) -> str:
+        return format_amount(obj.delta, obj.denomination)
 
     def has_add_permission(self, request: HttpRequest, obj: JournalEntry | None = None) -> bool:
         return False
@@ -238,15 +351,21 @@ class JournalEntryAdmin(ReadOnlyAdmin[JournalEntry]):
 
 @admin.register(Posting)
 class PostingAdmin(ReadOnlyAdmin[Posting]):
-    list_display = ["id", "journal_entry", "account", "bucket", "delta", "denomination"]
+    list_display = ["id", "journal_entry", "account", "bucket", "amount", "denomination"]
     list_filter = ["denomination", "bucket"]
     list_select_related = ["journal_entry", "account"]
     raw_id_fields = ["journal_entry", "account"]
 
+    @admin.display(description="amount", ordering="delta")
+    def amount(self, obj: Posting) -> str:
+        return format_amount(obj.delta, obj.denomination)
+
 
 @admin.register(DailySpend)
 class DailySpendAdmin(ReadOnlyAdmin[DailySpend]):
-    list_display = ["account", "day", "spent", "held", "low_balance_notified_at"]
+    spent_money = money("spent", "spent")
+    held_money = money("held", "held")
+    list_display = ["account", "day", "spent_money", "held_money", "low_balance_notified_at"]
     list_select_related = ["account"]
     date_hierarchy = "day"
 
@@ -260,7 +379,8 @@ class SubscriptionAdmin(ReadOnlyAdmin[Subscription]):
 
 @admin.register(BoostPurchase)
 class BoostPurchaseAdmin(ReadOnlyAdmin[BoostPurchase]):
-    list_display = ["payment_id", "member_id", "community_id", "months", "amount_paid_cents", "expires_at"]
+    paid_money = money("amount_paid_cents", "paid", denomination="cents")
+    list_display = ["payment_id", "member_id", "community_id", "months", "paid_money", "expires_at"]
     search_fields = ["=member_id", "=community_id", "=payment_id"]
 
 

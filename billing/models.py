@@ -218,7 +218,8 @@ class Posting(models.Model):
     """A signed change of one account bucket; positive credits, negative debits."""
 
     journal_entry = models.ForeignKey(JournalEntry, on_delete=models.PROTECT, related_name="postings")
-    # Covered by billing_posting_account_idx (account_id, bucket); one index less per posting.
+    # Covered by billing_posting_account_idx (account_id, journal_entry_id): an account's postings
+    # in journal order (statements, recent movements); one index less per posting.
     account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="postings", db_index=False)
     bucket = models.CharField(max_length=10, choices=Bucket.choices)
     delta = models.BigIntegerField()
@@ -229,7 +230,7 @@ class Posting(models.Model):
             # A zero posting says nothing and hides bugs in posting rules.
             models.CheckConstraint(condition=~Q(delta=0), name="billing_posting_delta_non_zero"),
         ]
-        indexes = [models.Index(fields=["account", "bucket"], name="billing_posting_account_idx")]
+        indexes = [models.Index(fields=["account", "journal_entry"], name="billing_posting_account_idx")]
 
     def __str__(self) -> str:
         return f"{self.account_id}:{self.bucket} {self.delta:+d} {self.denomination}"

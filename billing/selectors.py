@@ -11,7 +11,7 @@ from django.db.models import Count, Sum
 
 from billing.cache import daily_cache_read
 from billing.errors import AccountNotFound, EntryNotFound, InvalidEntryId
-from billing.models import Account, BillingEntry, DailySpend
+from billing.models import Account, BillingEntry, DailySpend, JournalEntry, Posting
 from billing.results import Balance
 from billing.states import EntryState
 from finn.models import AuditEvent
@@ -207,3 +207,31 @@ def account_overview(*, account_id: int, now: datetime) -> AccountOverview:
         open_holds_amount=int(holds["amount"] or 0),
         last_reconciliation=dict(last) if last else None,
     )
+
+
+ADMIN_DETAIL_ROWS = 20
+
+
+def account_open_holds(*, account_id: int, limit: int = ADMIN_DETAIL_ROWS) -> list[BillingEntry]:
+    """The account's open holds, soonest to expire first (through the (state, expires_at) index)."""
+    held = BillingEntry.objects.filter(account_id=account_id, state=EntryState.RESERVE_HELD)
+    return list(held.order_by("expires_at")[:limit])
+
+
+def account_recent_postings(*, account_id: int, limit: int = ADMIN_DETAIL_ROWS) -> list[Posting]:
+    """The account's latest postings, newest first (the (account, journal entry) index), with their journal."""
+    postings = Posting.objects.filter(account_id=account_id).select_related("journal_entry")
+    return list(postings.order_by("-journal_entry_id", "-pk")[:limit])
+
+
+def entry_journals(*, entry_id: str) -> list[tuple[JournalEntry, list[Posting]]]:
+    """An entry's journal entries in order, each with its postings (two queries)."""
+    journals = list(JournalEntry.objects.filter(billing_entry_id=entry_id).order_by("pk"))
+    by_journal: dict[int, list[Posting]] = {journal.pk: [] for journal in journals}
+    for posting in Posting.objects.filter(journal_entry_id__in=by_journal).order_by("pk"):
+        by_journal[posting.journal_entry_id].append(posting)
+    return [(journal, by_journal[journal.pk]) for journal in journals]
+
+
+def entry_audit_rows(*, entry_id: str, limit: int = 50) -> list[AuditEvent]:
+    return list(AuditEvent.objects.filter(billing_entry_id=entry_id).order_by("sequence")[:limit])

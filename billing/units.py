@@ -51,3 +51,18 @@ def micro_usd_to_micro_usdc(amount: int, *, rounding: Rounding, usd_per_usdc: De
     rate = usd_per_usdc if usd_per_usdc is not None else settings.USD_USDC_RATE
     value = Decimal(amount) / rate
     return int(value.to_integral_value(rounding=ROUND_CEILING if rounding is Rounding.CEIL else ROUND_FLOOR))
+
+
+# How each denomination reads in the admin and in statements: (unit, decimals).
+DISPLAY_UNITS = {"micro_usd": ("USD", 6), "micro_usdc": ("USDC", 6), "credit_unit": ("CU", 0), "cents": ("USD", 2)}
+
+
+def format_amount(amount: int | None, denomination: str = "micro_usd") -> str:
+    """An integer amount as money, exactly (no float): 1_234_500 µUSD → "1.234500 USD"; -700 → "-0.000700 USD"."""
+    if amount is None:
+        return "—"
+    unit, decimals = DISPLAY_UNITS[denomination]
+    sign = "-" if amount < 0 else ""
+    whole, fraction = divmod(abs(amount), 10**decimals)
+    digits = f".{fraction:0{decimals}d}" if decimals else ""
+    return f"{sign}{whole:,}{digits} {unit}"

@@ -10,6 +10,7 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from billing.admin_money import amount_range_filter, money
 from credits.api_keys import api_key_create, api_key_rate_limit_set, api_key_revoke
 from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
 from finn import clock
@@ -84,23 +85,30 @@ class ApiKeyAdmin(SecondFactorEditsMixin, admin.ModelAdmin[ApiKey]):
 
 @admin.register(CreditNote)
 class CreditNoteAdmin(ReadOnlyAdmin[CreditNote]):
-    list_display = ["id", "wallet", "amount", "remaining", "reason", "quote", "created_at", "expires_at", "expired_at"]
-    list_filter = ["reason"]
+    amount_money = money("amount", "amount", denomination="micro_usdc")
+    remaining_money = money("remaining", "remaining", denomination="micro_usdc")
+    list_display = [
+        "id", "wallet", "amount_money", "remaining_money", "reason", "quote", "created_at", "expires_at", "expired_at",
+    ]  # fmt: skip
+    list_filter = ["reason", amount_range_filter("remaining", "remaining (USDC)")]
     search_fields = ["=wallet", "=id"]
     raw_id_fields = ["quote"]
 
 
 @admin.register(X402Payment)
 class X402PaymentAdmin(ReadOnlyAdmin[X402Payment]):
-    list_display = ["id", "payer", "amount", "network", "status", "tx_hash", "attempts", "created_at"]
-    list_filter = ["status", "network"]
+    amount_money = money("amount", "amount", denomination="micro_usdc")
+    list_display = ["id", "payer", "amount_money", "network", "status", "tx_hash", "attempts", "created_at"]
+    list_filter = ["status", "network", amount_range_filter("amount", "amount (USDC)")]
     search_fields = ["=id", "=payer", "=tx_hash"]
     raw_id_fields = ["quote"]
 
 
 @admin.register(X402Quote)
 class X402QuoteAdmin(ReadOnlyAdmin[X402Quote]):
-    list_display = ["id", "purpose", "amount", "credit_applied", "model", "status", "created_at", "expires_at"]
+    amount_money = money("amount", "amount", denomination="micro_usdc")
+    credit_money = money("credit_applied", "credit applied", denomination="micro_usdc")
+    list_display = ["id", "purpose", "amount_money", "credit_money", "model", "status", "created_at", "expires_at"]
     list_filter = ["purpose", "status"]
     search_fields = ["=id"]
 
