@@ -9,16 +9,18 @@ selected relations, no full result count, a capped paginator.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
-from django.urls import reverse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseBase
+from django.urls import URLPattern, path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
-from billing import selectors, services
+from billing import selectors, services, statements
 from billing.admin_money import amount_range_filter, money
 from billing.models import (
     Account,
@@ -35,6 +37,7 @@ from billing.states import EntryState
 from billing.units import format_amount
 from finn import clock
 from finn.admin_base import ConfirmRow, ReadOnlyAdmin, confirm_with_reason
+from finn.errors import DomainError
 
 
 def _table(headers: list[str], rows: list[tuple[Any, ...]], empty: str) -> SafeString:
@@ -72,11 +75,50 @@ class AccountAdmin(ReadOnlyAdmin[Account]):
         (None, {"fields": ["kind", "code", "name", "owner", "created_at"]}),
         ("Balance", {"fields": ["balance", "spent_today", "last_reconciliation"]}),
         ("Open holds", {"fields": ["open_holds", "open_hold_list"]}),
-        ("Recent movements", {"fields": ["recent_movements"]}),
+        ("Recent movements", {"fields": ["recent_movements", "statement_export"]}),
     ]
     readonly_fields = [
         "balance", "spent_today", "open_holds", "open_hold_list", "recent_movements", "last_reconciliation",
+        "statement_export",
     ]  # fmt: skip
+
+    def get_urls(self) -> list[URLPattern]:
+        statement = self.admin_site.admin_view(self.statement_view)
+        own = [path("<int:account_id>/statement/", statement, name="billing_account_statement")]
+        return own + super().get_urls()
+
+    def statement_view(self, request: HttpRequest, account_id: int) -> HttpResponseBase:
+        """The API's statement as CSV, for staff who may view accounts: UTC days from/to, inclusive."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        try:
+            first = date.fromisoformat(request.GET.get("from", "")[:10])
+            last = date.fromisoformat(request.GET.get("to", "")[:10])
+        except ValueError:
+            return HttpResponseBadRequest("from and to are days: YYYY-MM-DD")
+        start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        end = datetime(last.year, last.month, last.day, tzinfo=UTC) + timedelta(days=1)
+        try:
+            return statements.statement_response(account_id=account_id, start=start, end=end, fmt="csv")
+        except DomainError as exc:
+            return HttpResponseBadRequest(exc.message)
+
+    @admin.display(description="Statement (CSV)")
+    def statement_export(self, obj: Account) -> SafeString:
+        """Links, not a form: the change page is itself a form, and forms do not nest."""
+        today = clock.now().date()
+        month = today.replace(day=1)
+        previous = (month - timedelta(days=1)).replace(day=1)
+        url = reverse("admin:billing_account_statement", args=[obj.pk])
+        periods = [
+            ("this month", month, today),
+            ("last month", previous, month - timedelta(days=1)),
+            ("last 30 days", today - timedelta(days=29), today),
+        ]
+        return format_html_join(
+            " · ", '<a class="statement-link" href="{}?from={}&amp;to={}">{}</a>',
+            ((url, first.isoformat(), last.isoformat(), label) for label, first, last in periods),
+        )  # fmt: skip
 
     @admin.display(description="Balance")
     def balance(self, obj: Account) -> SafeString:

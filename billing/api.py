@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.http import StreamingHttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.parsers import BaseParser
+from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing import selectors, services
+from billing import selectors, services, statements
 from billing.errors import AccountNotFound
 from billing.finalize import finalize_bulk_replay_enqueue, finalize_health
 from billing.models import BillingEntry
@@ -292,6 +298,7 @@ class EntryVoidApi(APIView):
 
 class AccountBalanceOutput(serializers.Serializer):
     balance = BalanceOutput()
+    at = serializers.DateTimeField(required=False, help_text="with ?at=: the moment the balance is for")
 
 
 class MyBalanceApi(APIView):
@@ -308,15 +315,65 @@ class MyBalanceApi(APIView):
 class AccountBalanceApi(APIView):
     @extend_schema(
         operation_id="account_balance_get",
-        summary="An account's balances (own account, or any for staff)",
+        summary="An account's balances (own account, or any for staff); ?at= a past moment, from postings",
+        parameters=[OpenApiParameter("at", str, description="ISO 8601 with offset: the balance at that moment")],
         responses={200: AccountBalanceOutput, **_ERRORS},
     )
     def get(self, request: Request, account_id: int) -> Response:
         scope = _scope(_principal(request))
         if scope is not None and scope != account_id:
             raise AccountNotFound(f"account {account_id} not found")
+        if "at" in request.query_params:  # a past moment: computed from the postings
+            at = statements.parse_instant(request.query_params["at"], "at")
+            past = statements.balance_at(account_id=account_id, at=at)
+            data = {"account_id": account_id, "available": past.available, "held": past.held}
+            return Response({"balance": data, "at": at.isoformat()})
         balance = selectors.account_balance(account_id=account_id)
         return Response({"balance": _balance_data(balance)})
+
+
+class _OwnFormatParameter(BaseContentNegotiation):
+    """``?format=`` is the statement's (json|csv), not DRF's renderer override: JSON renders errors."""
+
+    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
+        return next(iter(parsers), None)
+
+    def select_renderer(
+        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
+    ) -> tuple[BaseRenderer, str]:
+        renderer = next(iter(renderers))
+        return renderer, renderer.media_type
+
+
+class AccountStatementApi(APIView):
+    content_negotiation_class = _OwnFormatParameter
+
+    @extend_schema(
+        operation_id="account_statement",
+        summary="A statement: opening balance, every posting with its running balance, closing balance",
+        description=(
+            "The period is [from, to) by journal time (at most 400 days; `to` defaults to now). "
+            "Streamed; amounts are µUSD integers in JSON, USD decimals and µUSD in CSV."
+        ),
+        parameters=[
+            OpenApiParameter("from", str, required=True, description="ISO 8601 with offset, e.g. 2026-12-01T00:00:00Z"),
+            OpenApiParameter("to", str, description="ISO 8601 with offset; default now"),
+            OpenApiParameter("format", str, enum=["json", "csv"], description="default json"),
+        ],
+        responses={
+            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="the statement"),
+            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="the statement as CSV"),
+            **_ERRORS,
+        },
+    )
+    def get(self, request: Request, account_id: int) -> StreamingHttpResponse:
+        scope = _scope(_principal(request))
+        if scope is not None and scope != account_id:
+            raise AccountNotFound(f"account {account_id} not found")
+        start = statements.parse_instant(request.query_params.get("from"), "from")
+        end = statements.parse_instant(request.query_params.get("to"), "to", default=clock.now())
+        fmt = str(request.query_params.get("format", "json"))[:8]
+        return statements.statement_response(account_id=account_id, start=start, end=end, fmt=fmt)
 
 
 class EntryFinalizeApi(APIView):

@@ -20,3 +20,7 @@ class BillingConfig(AppConfig):
             return CheckResult(ok=report.ok, summary="; ".join(report.lines()))
 
         check_register("ledger", ledger)
+
+        from billing.dashboard import register as dashboard_register
+
+        dashboard_register()

@@ -9,6 +9,7 @@ PostgreSQL triggers created in migration 0002.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import F, Q
 
@@ -201,6 +202,9 @@ class JournalEntry(models.Model):
 
     class Meta:
         verbose_name_plural = "journal entries"
+        # Time ranges (revenue per day, statements): a BRIN index costs almost nothing per insert
+        # on this append-mostly, time-ordered table (bench/index_cost.py measures it).
+        indexes = [BrinIndex(fields=["created_at"], autosummarize=True, name="billing_journal_created_brin")]
         constraints = [
             # A mint retried by a client or a redelivered task must not credit twice.
             models.UniqueConstraint(
@@ -336,3 +340,18 @@ class FinalizeDeadLetter(BillingEntry):
     class Meta:
         proxy = True
         verbose_name = "finalize dead letter"
+
+
+class LedgerSnapshot(models.Model):
+    """Open holds every five minutes (the dashboard's 24-hour chart), written by the metrics job.
+
+    One row per five-minute bucket (``at`` is the bucket's start; a second run of the job
+    inserts nothing); rows older than 35 days are trimmed by the same job.
+    """
+
+    at = models.DateTimeField(unique=True)
+    open_holds = models.BigIntegerField()
+    held = models.BigIntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M} {self.open_holds} holds"

@@ -12,7 +12,7 @@ from billing.finalize import entry_finalize_attempt, finalize_bulk_replay, final
 from billing.metrics import ledger_check_failures_total, ledger_check_last_run, ledger_check_ok, metrics_refresh
 from billing.reconciliation import reconciliation_run
 from billing.selectors import ledger_check
-from billing.services import holds_expire
+from billing.services import holds_expire, ledger_check_record, ledger_snapshot_record
 from finn import clock
 from finn.guard import guard_bypass_record, guard_state_set
 from finn.locks import Job, job_lease
@@ -36,6 +36,7 @@ def ledger_check_task() -> str:
             cursor.execute("SELECT set_config('statement_timeout', %s, true)", [f"{LEDGER_CHECK_TIMEOUT_SECONDS}s"])
             report = ledger_check()
     summary = report.lines()[0] + ("; OK" if report.ok else "; FAILED")
+    ledger_check_record(ok=report.ok, summary=summary, problems=report.lines()[1:-1], now=clock.now())
     ledger_check_ok.set(1 if report.ok else 0)
     ledger_check_last_run.set(clock.time())
     if not report.ok:
@@ -85,6 +86,8 @@ def reconciliation_task() -> str:
 
 @shared_task(name="billing.tasks.metrics_refresh_task")
 def metrics_refresh_task() -> str:
-    """Every 30 s: the ledger gauges (open holds, oldest hold, finalize pending/poison) from PostgreSQL."""
-
-    return metrics_refresh(now=clock.now())
+    """Every 30 s: the ledger gauges (open holds, oldest hold, finalize pending/poison) from PostgreSQL,
+    and every five minutes the dashboard's snapshot of open holds."""
+    now = clock.now()
+    summary = metrics_refresh(now=now)
+    return summary + ("; snapshot" if ledger_snapshot_record(now=now) else "")

@@ -92,6 +92,7 @@ def _apply(pipe: Any, envelope: dict[str, Any]) -> bool:
         move(-int(payload["amount"]), 0)
     elif event in (
         "billing_reconciliation",
+        "billing_ledger_check",
         "billing_balance_repair",
         "billing_finalize_replay_requested",
         "webhook_replay",

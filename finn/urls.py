@@ -7,7 +7,7 @@ from drf_spectacular.views import SpectacularAPIView
 from billing import api as billing_api
 from credits import api as credits_api
 from credits.x402 import api as x402_api
-from finn import api_docs, second_factor, views, web
+from finn import api_docs, dashboard, second_factor, views, web
 from nft import api as nft_api
 from webhooks import views as webhook_views
 
@@ -62,10 +62,12 @@ api_v1 = [
     path("agents/<int:account_id>/budget", credits_api.AgentBudgetApi.as_view(), name="agent-budget"),
     path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
     path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),
+    path("accounts/<int:account_id>/statement", billing_api.AccountStatementApi.as_view(), name="account-statement"),
 ]
 
 urlpatterns = [
     path("admin/second-factor/", second_factor.second_factor_verify, name="admin-second-factor"),
+    path("admin/dashboard/", admin.site.admin_view(dashboard.dashboard_view), name="admin-dashboard"),
     path("health", views.health, name="health"),
     path(".well-known/jwks.json", credits_api.JwksApi.as_view(), name="jwks"),
     path("health/security", views.health_security, name="health-security"),

@@ -66,6 +66,7 @@ from billing.services.purchases import (
     boost_purchase_record,
     boost_purchase_with_credit,
 )
+from billing.services.snapshots import ledger_check_record, ledger_snapshot_record
 from billing.services.subscriptions import GRACE_PERIOD, subscription_apply, subscription_payment
 from billing.services.usdc import credit_mint_from_usdc, usd_of, x402_credit_note_post, x402_payment_post
 
@@ -109,6 +110,8 @@ __all__ = [
     "entry_void",
     "holds_expire",
     "holds_expire_batch",
+    "ledger_check_record",
+    "ledger_snapshot_record",
     "subscription_apply",
     "subscription_payment",
     "system_account_cache_clear",
