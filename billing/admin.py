@@ -32,6 +32,8 @@ from billing.models import (
     JournalEntry,
     Posting,
     Subscription,
+    WebhookDelivery,
+    WebhookEndpoint,
 )
 from billing.states import EntryState
 from billing.units import format_amount
@@ -430,3 +432,48 @@ class BoostPurchaseAdmin(ReadOnlyAdmin[BoostPurchase]):
 class BadgePurchaseAdmin(ReadOnlyAdmin[BadgePurchase]):
     list_display = ["member_id", "payment_id", "badge_style", "created_at"]
     search_fields = ["=member_id"]
+
+
+@admin.register(WebhookEndpoint)
+class WebhookEndpointAdmin(ReadOnlyAdmin[WebhookEndpoint]):
+    """Customers' outbound webhook endpoints (the secret is never shown here)."""
+
+    list_display = ["id", "account", "url", "event_types", "active", "created_at"]
+    list_filter = ["active"]
+    list_select_related = ["account"]
+    raw_id_fields = ["account"]
+    search_fields = ["=account__id", "url"]
+    exclude = ["secret", "previous_secret"]
+
+
+@admin.register(WebhookDelivery)
+class WebhookDeliveryAdmin(ReadOnlyAdmin[WebhookDelivery]):
+    """The outbound webhook outbox: every delivery, its attempts and last answer; replayable."""
+
+    list_display = ["id", "event_type", "endpoint", "status", "attempts", "last_status_code", "created_at"]
+    list_filter = ["status", "event_type"]
+    list_select_related = ["endpoint"]
+    raw_id_fields = ["endpoint"]
+    search_fields = ["=event_id", "=endpoint__id"]
+    date_hierarchy = "created_at"
+    actions = ["replay_deliveries"]
+
+    @admin.action(description="Send the selected deliveries again", permissions=["view"])
+    def replay_deliveries(self, request: HttpRequest, queryset: QuerySet[WebhookDelivery]) -> HttpResponse | None:
+        actor = request.user.get_username()
+        return confirm_with_reason(
+            self,
+            request,
+            queryset,
+            action="replay_deliveries",
+            permission="billing.view_webhookdelivery",
+            title="Send webhook deliveries again",
+            explanation="Each delivery is sent again with its own webhook-id (receivers deduplicate on it).",
+            headers=["delivery", "event", "endpoint", "status", "attempts"],
+            row=lambda d: ConfirmRow(d.pk, [d.pk, d.event_type, d.endpoint_id, d.status, d.attempts], "sent again"),
+            submit_label="Send again",
+            apply=lambda d, reason: services.deliveries_replay(
+                delivery_ids=[d.pk], now=clock.now(), actor=actor, reason=reason
+            ),
+            noun=("delivery", "deliveries"),
+        )

@@ -9,6 +9,7 @@ PostgreSQL triggers created in migration 0002.
 from __future__ import annotations
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import F, Q
@@ -355,3 +356,74 @@ class LedgerSnapshot(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%Y-%m-%d %H:%M} {self.open_holds} holds"
+
+
+OUTBOUND_EVENT_TYPES = ("balance.low", "hold.expired", "payment.received", "credit_note.issued", "entry.voided")
+
+
+class WebhookEndpoint(models.Model):
+    """Where an account is told about its events (outbound webhooks, Standard Webhooks signed).
+
+    The signing secret (``whsec_`` + base64 of 32 random bytes) is shown once when created or
+    rotated; it is stored as is, since every delivery is signed with it. After a rotation the
+    previous secret still signs (a second signature) until ``previous_secret_until``.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="webhook_endpoints")
+    url = models.URLField(max_length=2000)
+    event_types = ArrayField(models.CharField(max_length=32))
+    secret = models.CharField(max_length=80)
+    previous_secret = models.CharField(max_length=80, blank=True, default="")
+    previous_secret_until = models.DateTimeField(null=True, blank=True)
+    active = models.BooleanField(default=True)
+    created_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["account"], condition=Q(active=True), name="billing_endpoint_active_idx")]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(event_types__contained_by=list(OUTBOUND_EVENT_TYPES)) & ~Q(event_types=[]),
+                name="billing_webhookendpoint_event_types_known",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"endpoint {self.pk} of account {self.account_id}: {self.url}"
+
+
+class WebhookDelivery(models.Model):
+    """One event for one endpoint: the outbox row, written in the event's own transaction.
+
+    The table is the delivery queue: ``next_attempt_at`` says when a worker may try (a claim
+    pushes it one lease ahead), retried with backoff for 24 hours, then ``failed``.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        DELIVERED = "delivered"
+        FAILED = "failed"
+
+    endpoint = models.ForeignKey(WebhookEndpoint, on_delete=models.PROTECT, related_name="deliveries")
+    event_id = models.CharField(max_length=40)  # the webhook-id header: one per event and endpoint
+    event_type = models.CharField(max_length=32)
+    payload = models.JSONField()
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    last_status_code = models.IntegerField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True, default="")
+    created_at = models.DateTimeField()
+    delivered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "webhook deliveries"
+        indexes = [
+            models.Index(fields=["next_attempt_at"], condition=Q(status="pending"), name="billing_delivery_due_idx"),
+            models.Index(fields=["endpoint", "created_at"], name="billing_delivery_endpoint_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(fields=["endpoint", "event_id"], name="billing_webhookdelivery_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.event_type} {self.event_id} → endpoint {self.endpoint_id} ({self.status})"

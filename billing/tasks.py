@@ -10,6 +10,7 @@ from django.db import connection, transaction
 
 from billing.finalize import entry_finalize_attempt, finalize_bulk_replay, finalize_escalate, finalize_sweep
 from billing.metrics import ledger_check_failures_total, ledger_check_last_run, ledger_check_ok, metrics_refresh
+from billing.outbound_delivery import deliveries_sweep, delivery_attempt
 from billing.reconciliation import reconciliation_run
 from billing.selectors import ledger_check
 from billing.services import holds_expire, ledger_check_record, ledger_snapshot_record
@@ -91,3 +92,14 @@ def metrics_refresh_task() -> str:
     now = clock.now()
     summary = metrics_refresh(now=now)
     return summary + ("; snapshot" if ledger_snapshot_record(now=now) else "")
+
+
+@shared_task(name="billing.tasks.outbound_delivery_task", acks_late=True)
+def outbound_delivery_task(delivery_id: int) -> str:
+    return f"delivery {delivery_id}: {delivery_attempt(delivery_id)}"
+
+
+@shared_task(name="billing.tasks.outbound_sweep_task")
+def outbound_sweep_task() -> str:
+    """Every 5 s: send due outbound webhooks (safe twice at once: each delivery is claimed SKIP LOCKED)."""
+    return f"sent {deliveries_sweep(now=clock.now())}"

@@ -81,6 +81,12 @@ def beat_schedule(*, reconciliation_interval_seconds: int) -> dict[str, dict[str
             "schedule": timedelta(minutes=5),
             "options": {"expires": 4 * 60},
         },
+        # Outbound webhooks are rows too: send the due ones (retries, lost wake-ups).
+        "outbound-webhook-sweep": {
+            "task": "billing.tasks.outbound_sweep_task",
+            "schedule": timedelta(seconds=5),
+            "options": {"expires": 5},
+        },
         # Webhook events are rows: re-enqueue any whose wake-up was lost.
         "webhook-sweep": {
             "task": "webhooks.tasks.webhook_sweep_task",

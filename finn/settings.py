@@ -139,6 +139,8 @@ try:
         _refuse_to_start("FINN_GUARD_BYPASS=true needs FINN_GUARD_BYPASS_BY (who turned it on)")
     # Content-Security-Policy: report-only unless enforced.
     CSP_ENFORCE = env_bool("CSP_ENFORCE", False)
+    # Outbound webhooks to customers: https to public addresses only, unless this is set.
+    OUTBOUND_WEBHOOKS_ALLOW_PRIVATE = env_bool("OUTBOUND_WEBHOOKS_ALLOW_PRIVATE", False)
     # The finance dashboard (/admin/dashboard/) is cached this long in Redis (at most 60 s).
     DASHBOARD_CACHE_SECONDS = min(env_int("DASHBOARD_CACHE_SECONDS", 30, minimum=1), 60)
     WAITLIST_PROJECT_NAME = env_str("WAITLIST_PROJECT_NAME", "finn") or "finn"

@@ -16,6 +16,7 @@ os.environ.setdefault(
 )
 # The test client and live servers speak plain HTTP.
 os.environ.setdefault("SECURE_SSL_REDIRECT", "false")
+os.environ.setdefault("OUTBOUND_WEBHOOKS_ALLOW_PRIVATE", "true")  # receivers are local test servers
 # Lookups go to Redis/PostgreSQL each time (tests/credits/test_api_key_cache.py turns the
 # in-process copy on where it is the subject).
 os.environ.setdefault("API_KEY_LOCAL_CACHE_SECONDS", "0")

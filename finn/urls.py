@@ -5,6 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from billing import api as billing_api
+from billing import outbound_api
 from credits import api as credits_api
 from credits.x402 import api as x402_api
 from finn import api_docs, dashboard, second_factor, views, web
@@ -60,6 +61,18 @@ api_v1 = [
     path("pricing/estimate", credits_api.EstimateApi.as_view(), name="pricing-estimate"),
     path("credits/purchase", credits_api.PurchaseApi.as_view(), name="credits-purchase"),
     path("agents/<int:account_id>/budget", credits_api.AgentBudgetApi.as_view(), name="agent-budget"),
+    path("webhook-endpoints", outbound_api.WebhookEndpointsApi.as_view(), name="webhook-endpoints"),
+    path("webhook-endpoints/<int:endpoint_id>", outbound_api.WebhookEndpointApi.as_view(), name="webhook-endpoint"),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/rotate-secret",
+        outbound_api.WebhookEndpointRotateApi.as_view(),
+        name="webhook-endpoint-rotate",
+    ),
+    path(
+        "webhook-endpoints/<int:endpoint_id>/deliveries",
+        outbound_api.WebhookDeliveriesApi.as_view(),
+        name="webhook-endpoint-deliveries",
+    ),
     path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
     path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),
     path("accounts/<int:account_id>/statement", billing_api.AccountStatementApi.as_view(), name="account-statement"),

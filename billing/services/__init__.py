@@ -55,6 +55,14 @@ from billing.services.ledger import (
     system_account_cache_clear,
     system_account_id,
 )
+from billing.services.outbound import (
+    OutboundEvent,
+    deliveries_replay,
+    endpoint_create,
+    endpoint_disable,
+    endpoint_secret_rotate,
+    outbound_events_record,
+)
 from billing.services.purchases import (
     BOOST_BUNDLE_CENTS,
     MICRO_USD_PER_CENT,
@@ -85,6 +93,7 @@ __all__ = [
     "TREASURY_USDC_RECEIVED",
     "AccountNotFound",
     "EntryResult",
+    "OutboundEvent",
     "_post",
     "account_create",
     "account_credit_mint",
@@ -97,6 +106,10 @@ __all__ = [
     "boost_purchase_record",
     "boost_purchase_with_credit",
     "credit_mint_from_usdc",
+    "deliveries_replay",
+    "endpoint_create",
+    "endpoint_disable",
+    "endpoint_secret_rotate",
     "entry_commit",
     "entry_finalize_ack",
     "entry_finalize_enqueue",
@@ -112,6 +125,7 @@ __all__ = [
     "holds_expire_batch",
     "ledger_check_record",
     "ledger_snapshot_record",
+    "outbound_events_record",
     "subscription_apply",
     "subscription_payment",
     "system_account_cache_clear",

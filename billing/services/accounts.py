@@ -30,6 +30,7 @@ from billing.services.ledger import (
     _validate_amount,
     system_account_id,
 )
+from billing.services.outbound import OutboundEvent, outbound_events_record
 from finn.audit import audit_append
 from finn.db import violates
 from finn.errors import InvalidRequest
@@ -83,6 +84,8 @@ def _account_credit_mint_body(
         actor=actor,
         reason=reason,
     )
+    received = {"amount": amount, "journal_entry_id": journal_id, "available": balance.available}
+    outbound_events_record([OutboundEvent(account_id, "payment.received", received)], now=now)
     return MintResult(journal_entry_id=journal_id, balance=balance)
 
 

@@ -25,6 +25,8 @@ from billing.metrics import (
 )
 from billing.models import Account
 from billing.results import Balance
+from billing.services.outbound import OutboundEvent, outbound_event_after_commit
+from finn import clock
 from finn.redis import get_redis
 
 logger = logging.getLogger(__name__)
@@ -113,6 +115,8 @@ def low_balance_publish(*, balance: Balance, day: date) -> None:
         "day": day.isoformat(),
     }
     transaction.on_commit(lambda: _publish_event(event))
+    low = {"available": balance.available, "refill_threshold": balance.refill_threshold, "day": day.isoformat()}
+    outbound_event_after_commit(OutboundEvent(balance.account_id, "balance.low", low), now=clock.now())
 
 
 def _publish_event(event: dict[str, Any]) -> None:

@@ -58,6 +58,7 @@ from billing.services.ledger import (
     _validate_amount,
     system_account_id,
 )
+from billing.services.outbound import OutboundEvent, outbound_events_record
 from billing.states import EntryState, ReleaseReason
 from finn.audit import canonical_json, payload_crc32
 from finn.errors import InvalidRequest
@@ -442,4 +443,6 @@ def entry_void(*, entry_id: str, reason: str, actor: str, now: datetime, account
         reason=reason,
         extra={"reason": reason, "admin_id": actor},
     )
+    voided = {"entry_id": entry.id, "refunded": actual, "reason": reason, "correlation_id": entry.correlation_id}
+    outbound_events_record([OutboundEvent(entry.account_id, "entry.voided", voided)], now=now)
     return EntryResult(entry=entry, balance=balance)

@@ -11,6 +11,7 @@ from billing.cache import balance_cache_write_many, daily_cache_schedule
 from billing.metrics import (
     hold_expiry_released_total,
 )
+from billing.services.outbound import OutboundEvent, outbound_events_record
 from billing.states import EntryState, ReleaseReason
 from finn.audit import AuditRecord, audit_append_many
 from finn.locks import Job, drain_batches
@@ -106,6 +107,15 @@ def holds_expire_batch(*, now: datetime, batch_size: int) -> int:
         ],
         now=now,
     )
+    outbound_events_record(
+        [
+            OutboundEvent(account_id, "hold.expired", {"entry_id": entry_id, "amount": amount,
+                                                       "correlation_id": correlation_id,
+                                                       "expires_at": expires_at.isoformat()})
+            for entry_id, account_id, amount, correlation_id, expires_at in rows
+        ],
+        now=now,
+    )  # fmt: skip
     transaction.on_commit(lambda: balance_cache_write_many(balances))
     return len(rows)
 

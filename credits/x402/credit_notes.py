@@ -16,7 +16,7 @@ from django.db import connection, transaction
 from ulid import ULID
 
 from billing import services as billing_services
-from credits.models import CreditNote, X402Quote
+from credits.models import CreditNote, WalletIdentity, X402Quote
 from credits.selectors import wallet_credit_balance
 from credits.x402.protocol import (
     CREDIT_CAP_MICRO_USDC,
@@ -98,6 +98,13 @@ def _credit_note_issue(
         now=now,
     )
     _credit_cache_schedule(wallet, now)
+    account_id = WalletIdentity.objects.filter(address=wallet.lower()).values_list("account_id", flat=True).first()
+    if account_id is not None:  # a wallet that signed in: its account's endpoints are told
+        issued = {"credit_note_id": note.pk, "wallet": wallet, "amount_micro_usdc": delta,
+                  "expires_at": note.expires_at.isoformat()}  # fmt: skip
+        billing_services.outbound_events_record(
+            [billing_services.OutboundEvent(account_id, "credit_note.issued", issued)], now=now
+        )
     return note, ""
 
 

@@ -16,10 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+from finn_client import ExceedsHold, Finn, InsufficientFunds, InvalidTransition, OutcomeUnknown
 
 from billing.models import Account, BillingEntry, JournalEntry
 from billing.states import EntryState
-from finn_client import ExceedsHold, Finn, InsufficientFunds, InvalidTransition, OutcomeUnknown
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -107,9 +107,8 @@ def test_a_block_that_raises_releases_the_hold_and_the_error_goes_on(proxy, cust
 
 
 def test_a_commit_above_the_estimate_is_refused_before_it_is_sent(proxy, customer) -> None:
-    with _client(proxy, customer.key) as finn:
-        with pytest.raises(ExceedsHold), finn.hold(estimated_cost=1_000) as hold:
-            hold.commit(1_001)
+    with _client(proxy, customer.key) as finn, pytest.raises(ExceedsHold), finn.hold(estimated_cost=1_000) as hold:
+        hold.commit(1_001)
     assert ("POST", "commit", None) not in proxy.seen
     assert BillingEntry.objects.get(pk=hold.entry.id).state == EntryState.RELEASED
 
