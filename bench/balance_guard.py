@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -122,14 +123,14 @@ def _pgbench(script: Path, clients: int, seconds: int) -> float:
     return float(found.group(1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=8)
-    parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--accounts", type=int, default=1_000)
-    args = parser.parse_args()
+def run_ab(
+    args: argparse.Namespace, *, switch_off: Callable[[], None], switch_on: Callable[[], None]
+) -> tuple[float, list[float], list[float]]:
+    """The database's own limit, then ``args.rounds`` pairs of pgbench runs: as migrated, then switched off.
 
+    Builds the database first; each round switches back on after its second run. Answers
+    (anchor billed/s, runs on, runs off).
+    """
     first, last, revenue = _setup(args.accounts)
     with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
         handle.write(SCRIPT.format(first=first, last=last, revenue=revenue))
@@ -139,19 +140,33 @@ def main() -> None:
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     anchor = float(re.search(r"billed_per_s=([0-9.]+)", anchor_out).group(1))  # type: ignore[union-attr]
-    with_guard: list[float] = []
-    without: list[float] = []
+    on: list[float] = []
+    off: list[float] = []
     for _ in range(args.rounds):
-        with_guard.append(_pgbench(script, args.clients, args.seconds))
-        _psql_file(_guard_off_sql())
-        without.append(_pgbench(script, args.clients, args.seconds))
-        _psql_file(_guard_on_sql())
+        on.append(_pgbench(script, args.clients, args.seconds))
+        switch_off()
+        off.append(_pgbench(script, args.clients, args.seconds))
+        switch_on()
+    script.unlink()
+    return anchor, on, off
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--accounts", type=int, default=1_000)
+    args = parser.parse_args()
+
+    anchor, with_guard, without = run_ab(
+        args, switch_off=lambda: _psql_file(_guard_off_sql()), switch_on=lambda: _psql_file(_guard_on_sql())
+    )
     # The guard is back on: the ledger must still balance row by row.
     off = _psql(
         "SELECT count(*) FROM billing_account WHERE kind <> 'system'"
         " AND (available <> posted_available OR held <> posted_held)"
     ).strip()
-    script.unlink()
     best_on, best_off = max(with_guard), max(without)
     print(f"anchor (pgbench, {args.clients} clients, prepared plpgsql): {anchor:.1f} billed/s")
     print(

@@ -13,16 +13,13 @@ every figure is also a ratio to it.
 from __future__ import annotations
 
 import argparse
-import re
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.balance_guard import SCRIPT, _pgbench, _psql, _setup  # noqa: E402
+from bench.balance_guard import _psql, run_ab  # noqa: E402
 
 DROP = "DROP INDEX billing_journal_created_brin"
 CREATE = (
@@ -39,23 +36,7 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=1_000)
     args = parser.parse_args()
 
-    first, last, revenue = _setup(args.accounts)
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
-        handle.write(SCRIPT.format(first=first, last=last, revenue=revenue))
-        script = Path(handle.name)
-    anchor_out = subprocess.run(
-        ["bash", str(ROOT / "bench" / "anchor" / "raw_anchor.sh"), str(args.clients), str(args.seconds)],
-        check=True, capture_output=True, text=True,
-    ).stdout  # fmt: skip
-    anchor = float(re.search(r"billed_per_s=([0-9.]+)", anchor_out).group(1))  # type: ignore[union-attr]
-    with_index: list[float] = []
-    without: list[float] = []
-    for _ in range(args.rounds):
-        with_index.append(_pgbench(script, args.clients, args.seconds))
-        _psql(DROP)
-        without.append(_pgbench(script, args.clients, args.seconds))
-        _psql(CREATE)
-    script.unlink()
+    anchor, with_index, without = run_ab(args, switch_off=lambda: _psql(DROP), switch_on=lambda: _psql(CREATE))
     best_on, best_off = max(with_index), max(without)
     print(f"anchor (pgbench, {args.clients} clients, prepared plpgsql): {anchor:.1f} billed/s")
     print(

@@ -11,17 +11,11 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import services
+from billing.api import _ERRORS, _principal, _scope
 from billing.models import OUTBOUND_EVENT_TYPES, WebhookDelivery, WebhookEndpoint
 from finn import clock
-from finn.auth import Principal
 from finn.errors import Forbidden, NotFound
-from finn.fields import ErrorSerializer, StrictIntegerField
-
-_ERRORS = {
-    400: OpenApiResponse(ErrorSerializer, description="invalid input"),
-    401: OpenApiResponse(ErrorSerializer, description="missing or invalid API key"),
-    404: OpenApiResponse(ErrorSerializer, description="no such endpoint for this account"),
-}
+from finn.fields import StrictIntegerField
 
 
 class WebhookEndpointOutput(serializers.Serializer):
@@ -40,16 +34,6 @@ class WebhookEndpointList(serializers.Serializer):
 class WebhookEndpointCreated(serializers.Serializer):
     endpoint = WebhookEndpointOutput()
     secret = serializers.CharField(help_text="whsec_…: shown in this answer only")
-
-
-def _principal(request: Request) -> Principal:
-    user = request.user
-    assert isinstance(user, Principal)
-    return user
-
-
-def _scope(principal: Principal) -> int | None:
-    return None if principal.is_staff else principal.account_id
 
 
 def _endpoint_data(endpoint: WebhookEndpoint) -> dict[str, Any]:
