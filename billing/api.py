@@ -236,6 +236,42 @@ class EntryCommitApi(APIView):
         return _result_response(result)
 
 
+class EntryExtendApi(APIView):
+    class ExtendInput(serializers.Serializer):
+        additional_cost = StrictIntegerField(min_value=1, max_value=MAX_INT64, help_text="µUSD to add to the hold")
+        ttl_seconds = StrictIntegerField(
+            required=False, min_value=1, help_text="push the expiry to now + this (never earlier, at most the maximum)"
+        )
+
+    @extend_schema(
+        operation_id="billing_entry_extend",
+        parameters=[_ENTRY_ID, _IDEMPOTENCY_KEY],
+        summary="Grow a held reserve (a stream that runs longer than estimated); commit may then charge up to it",
+        request=ExtendInput,
+        responses={
+            200: EntryResultOutput,
+            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds, daily_cap_exceeded, account_frozen"),
+            409: OpenApiResponse(ErrorSerializer, description="hold_expired or invalid_transition (no longer held)"),
+            **_ERRORS,
+        },
+    )
+    def post(self, request: Request, entry_id: str) -> Response:
+        principal = _principal(request)
+        parsed_id = selectors.parse_entry_id(entry_id)
+        serializer = self.ExtendInput(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+
+        def extend(_key: str | None) -> Response:
+            result = services.entry_extend(
+                entry_id=parsed_id, additional_cost=data["additional_cost"], ttl_seconds=data.get("ttl_seconds"),
+                account_id=_scope(principal), now=clock.now(),
+            )  # fmt: skip
+            return _result_response(result)
+
+        return run_idempotent(request, account_id=principal.account_id, scope="billing.extend", handler=extend)
+
+
 class EntryReleaseApi(APIView):
     class ReleaseInput(serializers.Serializer):
         reason = serializers.ChoiceField(choices=ReleaseReason.choices)

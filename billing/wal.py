@@ -70,6 +70,10 @@ def _apply(pipe: Any, envelope: dict[str, Any]) -> bool:
     if event == "billing_reserve":
         set_entry(state=state, account_id=account, estimated_cost=estimate, correlation_id=envelope["correlation_id"])
         move(-estimate, estimate)
+    elif event == "billing_reserve_extend":
+        set_entry(estimated_cost=estimate)
+        added = int(payload["additional_cost"])
+        move(-added, added)
     elif event == "billing_commit":
         set_entry(state=state, actual_cost=actual)
         move(estimate - actual, -estimate)

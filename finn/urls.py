@@ -20,6 +20,7 @@ api_v1 = [
     path("billing/entries", billing_api.EntryReserveApi.as_view(), name="billing-entry-reserve"),
     path("billing/entries/<str:entry_id>", billing_api.EntryDetailApi.as_view(), name="billing-entry-detail"),
     path("billing/entries/<str:entry_id>/commit", billing_api.EntryCommitApi.as_view(), name="billing-entry-commit"),
+    path("billing/entries/<str:entry_id>/extend", billing_api.EntryExtendApi.as_view(), name="billing-entry-extend"),
     path("billing/entries/<str:entry_id>/release", billing_api.EntryReleaseApi.as_view(), name="billing-entry-release"),
     path("billing/entries/<str:entry_id>/void", billing_api.EntryVoidApi.as_view(), name="billing-entry-void"),
     path(

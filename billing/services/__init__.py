@@ -42,6 +42,7 @@ from billing.services.entry_finalize import (
     entry_finalize_request,
     entry_finalize_reschedule,
 )
+from billing.services.extend import entry_extend
 from billing.services.holds import holds_expire, holds_expire_batch
 from billing.services.ledger import (
     MAX_AMOUNT,
@@ -111,6 +112,7 @@ __all__ = [
     "endpoint_disable",
     "endpoint_secret_rotate",
     "entry_commit",
+    "entry_extend",
     "entry_finalize_ack",
     "entry_finalize_enqueue",
     "entry_finalize_escalate",

@@ -150,3 +150,16 @@ def test_a_lost_commit_answer_is_resolved_by_reading_the_entry_and_charges_once(
 def test_an_unreachable_finn_is_an_outcome_unknown_after_the_retries(customer) -> None:
     with Finn("http://127.0.0.1:9", customer.key, retries=2, backoff=0.01) as finn, pytest.raises(OutcomeUnknown):
         finn.reserve(1_000)
+
+
+def test_a_stream_extends_its_hold_until_refused_then_commits_what_it_used(proxy, make_account) -> None:
+    customer = make_account(1_000_000)
+    with _client(proxy, customer.key) as finn, finn.hold(estimated_cost=400_000) as hold:
+        extended = 0
+        with pytest.raises(InsufficientFunds):
+            while True:  # every K tokens: ask for 200,000 more; stop the stream when refused
+                hold.extend(200_000)
+                extended += 1
+        assert (extended, hold.estimated_cost) == (3, 1_000_000)
+        hold.commit(950_000)
+    assert Account.objects.get(pk=customer.account.pk).available == 50_000

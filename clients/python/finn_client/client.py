@@ -161,6 +161,21 @@ class Finn:
         _check_amount(actual_cost, "actual_cost", minimum=0)
         return self._settle(entry_id, "commit", {"actual_cost": actual_cost}, done="COMMITTED", actual=actual_cost)
 
+    def extend(self, entry_id: str, additional_cost: int, *, ttl_seconds: int | None = None) -> Result:
+        """Grow a held reserve (a stream running past its estimate). One Idempotency-Key for every try."""
+        _check_amount(additional_cost, "additional_cost", minimum=1)
+        key = f"finn-client-{uuid.uuid4()}"
+        body: dict[str, Any] = {"additional_cost": additional_cost}
+        if ttl_seconds:
+            body["ttl_seconds"] = ttl_seconds
+        data = self._with_retries(
+            lambda: self._once(
+                "POST", f"billing/entries/{entry_id}/extend", json=body, headers={"Idempotency-Key": key}
+            ),
+            what="extend",
+        )
+        return _result(data)
+
     def release(self, entry_id: str, reason: str = "pre_stream_failure") -> Result:
         """Give the whole hold back (``pre_stream_failure``, ``user_cancel`` or ``reserve_expired``)."""
         return self._settle(entry_id, "release", {"reason": reason}, done="RELEASED", actual=None)
@@ -243,6 +258,14 @@ class Hold:
             )
         self.result = self._finn.commit(self.entry.id, actual_cost)
         return self.result
+
+    def extend(self, additional_cost: int, *, ttl_seconds: int | None = None) -> Result:
+        """Grow the hold; a refusal (InsufficientFunds, DailyCapExceeded, …) is the signal to stop streaming."""
+        if self.entry is None or self.settled:
+            raise RuntimeError("extend() belongs inside the with block, before commit")
+        result = self._finn.extend(self.entry.id, additional_cost, ttl_seconds=ttl_seconds)
+        self.entry, self.estimated_cost = result.entry, result.entry.estimated_cost
+        return result
 
     def release(self, reason: str = "user_cancel") -> Result:
         if self.entry is None:
