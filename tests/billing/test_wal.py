@@ -29,7 +29,8 @@ def _history(make_account, now) -> tuple[object, object]:  # type: ignore[no-unt
     """A little of everything: mint, reserve, commit, release, void, finalize."""
     alice, bob = make_account(50_000), make_account(20_000)
     e1 = services.entry_reserve(account_id=alice.pk, estimated_cost=3_000, correlation_id="a1", now=now).entry.id
-    services.entry_commit(entry_id=e1, actual_cost=2_500, now=now)
+    services.entry_extend(entry_id=e1, additional_cost=1_000, now=now)  # the stream ran long
+    services.entry_commit(entry_id=e1, actual_cost=3_500, now=now)
     e2 = services.entry_reserve(account_id=alice.pk, estimated_cost=1_000, correlation_id="a2", now=now).entry.id
     services.entry_release(entry_id=e2, reason="user_cancel", now=now)
     e3 = services.entry_reserve(account_id=bob.pk, estimated_cost=4_000, correlation_id="b1", now=now).entry.id
@@ -38,7 +39,8 @@ def _history(make_account, now) -> tuple[object, object]:  # type: ignore[no-unt
     e4 = services.entry_reserve(account_id=bob.pk, estimated_cost=500, correlation_id="b2", now=now).entry.id
     services.entry_commit(entry_id=e4, actual_cost=400, now=now)
     services.entry_finalize_request(entry_id=e4, now=now)
-    services.entry_reserve(account_id=bob.pk, estimated_cost=700, correlation_id="b3", now=now)  # stays held
+    e5 = services.entry_reserve(account_id=bob.pk, estimated_cost=700, correlation_id="b3", now=now).entry.id
+    services.entry_extend(entry_id=e5, additional_cost=300, now=now)  # stays held, grown
     return alice, bob
 
 
