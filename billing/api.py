@@ -2,18 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.http import StreamingHttpResponse
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers, status
-from rest_framework.negotiation import BaseContentNegotiation
-from rest_framework.parsers import BaseParser
-from rest_framework.renderers import BaseRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -252,6 +246,7 @@ class EntryExtendApi(APIView):
             200: EntryResultOutput,
             402: OpenApiResponse(ErrorSerializer, description="insufficient_funds, daily_cap_exceeded, account_frozen"),
             409: OpenApiResponse(ErrorSerializer, description="hold_expired or invalid_transition (no longer held)"),
+            422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
             **_ERRORS,
         },
     )
@@ -366,50 +361,6 @@ class AccountBalanceApi(APIView):
             return Response({"balance": data, "at": at.isoformat()})
         balance = selectors.account_balance(account_id=account_id)
         return Response({"balance": _balance_data(balance)})
-
-
-class _OwnFormatParameter(BaseContentNegotiation):
-    """``?format=`` is the statement's (json|csv), not DRF's renderer override: JSON renders errors."""
-
-    def select_parser(self, request: Request, parsers: Iterable[BaseParser]) -> BaseParser | None:
-        return next(iter(parsers), None)
-
-    def select_renderer(
-        self, request: Request, renderers: Iterable[BaseRenderer], format_suffix: str | None = None
-    ) -> tuple[BaseRenderer, str]:
-        renderer = next(iter(renderers))
-        return renderer, renderer.media_type
-
-
-class AccountStatementApi(APIView):
-    content_negotiation_class = _OwnFormatParameter
-
-    @extend_schema(
-        operation_id="account_statement",
-        summary="A statement: opening balance, every posting with its running balance, closing balance",
-        description=(
-            "The period is [from, to) by journal time (at most 400 days; `to` defaults to now). "
-            "Streamed; amounts are µUSD integers in JSON, USD decimals and µUSD in CSV."
-        ),
-        parameters=[
-            OpenApiParameter("from", str, required=True, description="ISO 8601 with offset, e.g. 2026-12-01T00:00:00Z"),
-            OpenApiParameter("to", str, description="ISO 8601 with offset; default now"),
-            OpenApiParameter("format", str, enum=["json", "csv"], description="default json"),
-        ],
-        responses={
-            (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="the statement"),
-            (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="the statement as CSV"),
-            **_ERRORS,
-        },
-    )
-    def get(self, request: Request, account_id: int) -> StreamingHttpResponse:
-        scope = _scope(_principal(request))
-        if scope is not None and scope != account_id:
-            raise AccountNotFound(f"account {account_id} not found")
-        start = statements.parse_instant(request.query_params.get("from"), "from")
-        end = statements.parse_instant(request.query_params.get("to"), "to", default=clock.now())
-        fmt = str(request.query_params.get("format", "json"))[:8]
-        return statements.statement_response(account_id=account_id, start=start, end=end, fmt=fmt)
 
 
 class EntryFinalizeApi(APIView):

@@ -15,7 +15,7 @@ from billing.api import _ERRORS, _principal, _scope
 from billing.models import OUTBOUND_EVENT_TYPES, WebhookDelivery, WebhookEndpoint
 from finn import clock
 from finn.errors import Forbidden, NotFound
-from finn.fields import StrictIntegerField
+from finn.fields import ErrorSerializer, StrictIntegerField
 
 
 class WebhookEndpointOutput(serializers.Serializer):
@@ -68,6 +68,7 @@ class WebhookEndpointsApi(APIView):
         request=CreateInput,
         responses={
             201: WebhookEndpointCreated,
+            403: OpenApiResponse(ErrorSerializer, description="permission_denied: another account, not staff"),
             **_ERRORS,
         },
     )

@@ -5,7 +5,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from billing import api as billing_api
-from billing import outbound_api
+from billing import outbound_api, statement_api
 from credits import api as credits_api
 from credits.x402 import api as x402_api
 from finn import api_docs, dashboard, second_factor, views, web
@@ -76,7 +76,7 @@ api_v1 = [
     ),
     path("accounts/me/balance", billing_api.MyBalanceApi.as_view(), name="account-balance-me"),
     path("accounts/<int:account_id>/balance", billing_api.AccountBalanceApi.as_view(), name="account-balance"),
-    path("accounts/<int:account_id>/statement", billing_api.AccountStatementApi.as_view(), name="account-statement"),
+    path("accounts/<int:account_id>/statement", statement_api.AccountStatementApi.as_view(), name="account-statement"),
 ]
 
 urlpatterns = [
