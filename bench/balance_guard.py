@@ -140,6 +140,7 @@ def run_ab(
         check=True, capture_output=True, text=True,
     ).stdout  # fmt: skip
     anchor = float(re.search(r"billed_per_s=([0-9.]+)", anchor_out).group(1))  # type: ignore[union-attr]
+    _pgbench(script, args.clients, max(3, args.seconds // 3))  # warm-up, discarded: the first run is not colder
     on: list[float] = []
     off: list[float] = []
     for _ in range(args.rounds):
