@@ -136,7 +136,7 @@ class CircuitBreaker:
 
     @staticmethod
     def _now_ms() -> int:
-        return int(clock.time() * 1000)
+        return int(clock.time(allow_wall=True) * 1000)
 
     def allow(self) -> Admission:
         """May a call go ahead now? In HALF_OPEN only the single probe may."""

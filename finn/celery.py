@@ -21,7 +21,7 @@ class FinnCelery(Celery):
     def now(self) -> datetime:
         from finn import clock
 
-        return clock.now().astimezone(self.timezone)
+        return clock.now(allow_wall=True).astimezone(self.timezone)
 
 
 app = FinnCelery("finn")

@@ -13,8 +13,12 @@ anchors the process (the reading is taken at the midpoint of the round trip); be
 ``now()`` is the anchor plus ``time.monotonic()``'s progress, which no wall-clock jump moves.
 The skew between the host's wall clock and the database is exported as a gauge and logged
 when it passes a second. Before the first anchor succeeds (the database unreachable) ``now()``
-falls back to the wall clock; nothing that moves money can succeed without the database, and
-the next call tries again (at most every few seconds).
+raises ``ClockUnavailable`` (an OperationalError: an API request answers 503, a task fails and
+runs again): a wall-clock reading taken while the database restarts would otherwise be written
+by the operation once the database is back — the chaos harness found exactly that, an entry
+stamped a day off after a PostgreSQL restart on a host whose clock had jumped. Callers that only
+schedule or count (Celery's own clock, rate-limit windows, breaker cooldowns) pass
+``allow_wall=True`` and get the wall clock instead.
 
 ``wall()`` is the host's clock. Tests move it with ``FINN_CLOCK_OFFSET_FILE`` (a file holding
 seconds to add, read at each wall-clock reading); since finn does not act on the wall clock,
@@ -31,6 +35,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from django.conf import settings
+from django.db import OperationalError
 from prometheus_client import Gauge
 
 logger = logging.getLogger(__name__)
@@ -39,7 +44,14 @@ clock_skew_seconds = Gauge(
     "finn_clock_skew_seconds", "This host's wall clock minus the database's clock, at the last anchor"
 )
 
-RETRY_SECONDS = 5.0  # after a failed anchor, how long to wait before asking the database again
+RETRY_SECONDS = 5.0  # after a failed re-anchor, how long to keep the old anchor before asking again
+FIRST_RETRY_SECONDS = 0.5  # with no anchor yet, at most this often (each money call needs one)
+
+
+class ClockUnavailable(OperationalError):
+    """No database reading of the time yet, and the database does not answer."""
+
+
 SKEW_WARNING_SECONDS = 1.0
 
 
@@ -107,7 +119,7 @@ def _anchored(mono: float) -> _Anchor | None:
         try:
             fresh = _read_database()
         except Exception as exc:  # database unreachable (or not allowed here): keep the old anchor
-            _retry_at = mono + RETRY_SECONDS
+            _retry_at = mono + (RETRY_SECONDS if current is not None else FIRST_RETRY_SECONDS)
             logger.debug("clock anchor failed", extra={"error": type(exc).__name__})
             return current
         clock_skew_seconds.set(fresh.skew)
@@ -117,18 +129,21 @@ def _anchored(mono: float) -> _Anchor | None:
         return fresh
 
 
-def time() -> float:
-    """Now, epoch seconds, on the database's clock."""
+def time(*, allow_wall: bool = False) -> float:
+    """Now, epoch seconds, on the database's clock (``ClockUnavailable`` before the first reading,
+    or the wall clock with ``allow_wall``)."""
     mono = _time.monotonic()
     anchor = _anchored(mono)
     if anchor is None:
-        return wall()
+        if allow_wall:
+            return wall()
+        raise ClockUnavailable("the database's clock has not been read yet and the database does not answer")
     return anchor.database + (mono - anchor.monotonic)
 
 
-def now() -> datetime:
-    """Now, an aware UTC datetime, on the database's clock."""
-    return datetime.fromtimestamp(time(), UTC)
+def now(*, allow_wall: bool = False) -> datetime:
+    """Now, an aware UTC datetime, on the database's clock (see ``time``)."""
+    return datetime.fromtimestamp(time(allow_wall=allow_wall), UTC)
 
 
 def skew() -> float | None:

@@ -92,7 +92,7 @@ class RateDecision:
 
     @property
     def retry_after(self) -> int:
-        return max(1, math.ceil(self.reset_at - clock.time()))
+        return max(1, math.ceil(self.reset_at - clock.time(allow_wall=True)))
 
 
 class _TokenBucket:
@@ -113,7 +113,9 @@ class _TokenBucket:
                 tokens -= 1
             self._buckets[key] = (tokens, now)
         wait = 0.0 if allowed else (1 - tokens) / rate
-        return RateDecision(allowed=allowed, limit=limit, remaining=int(tokens), reset_at=clock.time() + wait)
+        return RateDecision(
+            allowed=allowed, limit=limit, remaining=int(tokens), reset_at=clock.time(allow_wall=True) + wait
+        )
 
     def clear(self) -> None:
         with self._lock:
@@ -153,7 +155,7 @@ class _SyncedCounters:
                 threading.Thread(target=self._run, name="rate-limit-sync", daemon=True).start()
             state = self._state.get(key)
             if state is None:
-                state = self._state[key] = [0, 0, clock.time() + window, window, now, 0]
+                state = self._state[key] = [0, 0, clock.time(allow_wall=True) + window, window, now, 0]
             state[4] = now
             used = state[0] + state[1] + state[5]
             if used >= limit:
@@ -187,7 +189,7 @@ class _SyncedCounters:
                 self._state[key][5] += pending
         if not work:
             return
-        now_ms = int(clock.time() * 1000)
+        now_ms = int(clock.time(allow_wall=True) * 1000)
         client = get_redis()
         script = client.register_script(SCRIPTS["rate_limit_sync"])
         pipe = client.pipeline(transaction=False)
@@ -239,7 +241,7 @@ def rate_limit_hit(
         return synced_counters.hit(key, limit, window)
 
     def in_redis() -> RateDecision:
-        now_ms = int(clock.time() * 1000)
+        now_ms = int(clock.time(allow_wall=True) * 1000)
         allowed, remaining, reset_ms = run_script(
             _SLIDING_WINDOW, [key], [now_ms, window * 1000, limit, f"{now_ms}-{uuid.uuid4().hex[:8]}"]
         )

@@ -8,7 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from django.db import connection
+from django.db import OperationalError, connection
 from django.test import override_settings
 
 from billing.models import BillingEntry
@@ -98,13 +98,16 @@ def test_inside_a_failed_transaction_the_old_anchor_is_kept(offset: Path) -> Non
     assert _off(moment) < 0.5
 
 
-def test_without_a_database_finn_falls_back_to_the_wall_clock(offset: Path) -> None:
-    # given: no database access in this test (pytest-django blocks it)
-    offset.write_text(str(HOUR))
-    # when
-    reading = clock.time()
-    # then
-    assert abs(reading - time.time() - HOUR) < 1
+def test_without_a_database_reading_finn_has_no_time_to_bill_on(offset: Path) -> None:
+    # given: no database access in this test (pytest-django blocks it), and a host a day behind
+    offset.write_text(str(-24 * HOUR))
+    # when / then: money paths get no time at all (an OperationalError: the API answers 503)
+    with pytest.raises(clock.ClockUnavailable):
+        clock.now()
+    with pytest.raises(OperationalError):
+        clock.time()
+    # while scheduling and counting may go on on the host's clock
+    assert abs(clock.time(allow_wall=True) - time.time() + 24 * HOUR) < 1
     assert clock.skew() is None
 
 
