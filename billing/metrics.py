@@ -129,21 +129,10 @@ def counted(operation: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
     return decorate
 
 
-def metrics_refresh(*, now: datetime) -> str:
-    """Set the ledger gauges from one query (run by beat in a worker; gauges are multiprocess)."""
-    from django.db import connection
-
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FILTER (WHERE state = 'RESERVE_HELD'),"
-            " min(created_at) FILTER (WHERE state = 'RESERVE_HELD'),"
-            " count(*) FILTER (WHERE state = 'FINALIZE_PENDING'),"
-            " count(*) FILTER (WHERE state = 'FINALIZE_FAILED')"
-            " FROM billing_billingentry WHERE state IN ('RESERVE_HELD', 'FINALIZE_PENDING', 'FINALIZE_FAILED')"
-        )
-        held, oldest, pending, poison = cursor.fetchone()
-    holds_open.set(held)
-    hold_age_seconds.set(max(0.0, (now - oldest).total_seconds()) if oldest else 0.0)
+def ledger_gauges_set(*, holds: int, oldest_hold: datetime | None, pending: int, poison: int, now: datetime) -> str:
+    """Set the ledger gauges (billing.selectors.open_entries' figures; gauges are multiprocess)."""
+    holds_open.set(holds)
+    hold_age_seconds.set(max(0.0, (now - oldest_hold).total_seconds()) if oldest_hold else 0.0)
     finalize_pending.set(pending)
     finalize_poison.set(poison)
-    return f"holds {held}, pending {pending}, poison {poison}"
+    return f"holds {holds}, pending {pending}, poison {poison}"

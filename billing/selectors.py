@@ -194,19 +194,45 @@ def account_overview(*, account_id: int, now: datetime) -> AccountOverview:
     holds = BillingEntry.objects.filter(account_id=account_id, state=EntryState.RESERVE_HELD).aggregate(
         count=Count("pk"), amount=Sum("estimated_cost")
     )
-    last = (
-        AuditEvent.objects.filter(event_type="billing_reconciliation", account_id__isnull=True)
-        .order_by("-sequence")
-        .values("payload", "created_at")
-        .first()
-    )
+    last = last_system_audit("billing_reconciliation")
     return AccountOverview(
         spent_today=int(spend.get("spent") or 0),
         held_today=int(spend.get("held") or 0),
         open_holds=int(holds["count"] or 0),
         open_holds_amount=int(holds["amount"] or 0),
-        last_reconciliation=dict(last) if last else None,
+        last_reconciliation={"payload": last.payload, "created_at": last.created_at} if last else None,
     )
+
+
+def last_system_audit(event_type: str) -> AuditEvent | None:
+    """The newest audit row of a system job (no account): reconciliation, ledger check."""
+    return AuditEvent.objects.filter(account_id__isnull=True, event_type=event_type).order_by("-sequence").first()
+
+
+@dataclass(frozen=True)
+class OpenEntries:
+    """The open part of the entries table: holds, and the finalize queue."""
+
+    holds: int
+    held: int  # µUSD, the sum of the open holds' estimates
+    oldest_hold: datetime | None
+    finalize_pending: int
+    finalize_failed: int
+
+
+def open_entries() -> OpenEntries:
+    """One query through the (state, expires_at) index (as many rows as entries are open)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FILTER (WHERE state = 'RESERVE_HELD'),"
+            " COALESCE(sum(estimated_cost) FILTER (WHERE state = 'RESERVE_HELD'), 0),"
+            " min(created_at) FILTER (WHERE state = 'RESERVE_HELD'),"
+            " count(*) FILTER (WHERE state = 'FINALIZE_PENDING'),"
+            " count(*) FILTER (WHERE state = 'FINALIZE_FAILED')"
+            " FROM billing_billingentry WHERE state IN ('RESERVE_HELD', 'FINALIZE_PENDING', 'FINALIZE_FAILED')"
+        )
+        holds, held, oldest, pending, failed = cursor.fetchone()
+    return OpenEntries(int(holds), int(held), oldest, int(pending), int(failed))
 
 
 ADMIN_DETAIL_ROWS = 20

@@ -26,6 +26,7 @@ from django.http import StreamingHttpResponse
 
 from billing.errors import AccountNotFound
 from billing.models import Account
+from billing.units import decimal_string
 from finn.errors import InvalidRequest
 
 PAGE = 2_000
@@ -110,8 +111,8 @@ class Statement:
     page: int = PAGE  # postings per keyset query
 
 
-def statement_stream(statement: Statement) -> Iterator[StatementLine | Balances]:
-    """Yields the opening Balances, each StatementLine in journal order, then the closing Balances.
+def statement_stream(statement: Statement) -> Iterator[tuple[str, StatementLine | Balances]]:
+    """Yields ("opening", Balances), ("line", StatementLine) in journal order, then ("closing", Balances).
 
     One transaction for the whole stream (a consistent snapshot); raises AccountNotFound before
     the first item when the account does not exist.
@@ -120,7 +121,7 @@ def statement_stream(statement: Statement) -> Iterator[StatementLine | Balances]
         with connection.cursor() as cursor:
             opening = _balances_at(cursor, statement.account_id, statement.start, inclusive=False)
             statement.opening = opening
-            yield opening
+            yield "opening", opening
             available, held, last = opening.available, opening.held, (0, 0)
             while True:
                 cursor.execute(_LINES, [statement.account_id, statement.start, statement.end, *last, statement.page])
@@ -131,12 +132,15 @@ def statement_stream(statement: Statement) -> Iterator[StatementLine | Balances]
                     else:
                         held += delta
                     statement.count += 1
-                    yield StatementLine(at, journal_id, event_type, entry_id, bucket, int(delta), available, held)
+                    yield (
+                        "line",
+                        StatementLine(at, journal_id, event_type, entry_id, bucket, int(delta), available, held),
+                    )
                 if len(rows) < statement.page:
                     break
                 last = (rows[-1][1], rows[-1][4])
         statement.closing = Balances(available, held)
-        yield statement.closing
+        yield "closing", statement.closing
 
 
 # --- Output formats (the API and the admin's export) -------------------------------------------
@@ -170,13 +174,6 @@ def period_check(start: datetime, end: datetime) -> None:
         raise InvalidRequest(f"a statement covers at most {MAX_PERIOD.days} days; ask for several")
 
 
-def _usd(amount: int) -> str:
-    """µUSD as a plain decimal a spreadsheet reads as a number: -700 → "-0.000700"."""
-    sign = "-" if amount < 0 else ""
-    whole, fraction = divmod(abs(amount), 1_000_000)
-    return f"{sign}{whole}.{fraction:06d}"
-
-
 class _Echo:
     def write(self, value: str) -> str:
         return value
@@ -186,16 +183,17 @@ def statement_csv(statement: Statement) -> Iterator[str]:
     """CSV rows: the opening line, one per posting, the closing line (amounts in USD and µUSD)."""
     writer = csv.writer(_Echo())
     yield writer.writerow(CSV_HEADER)
-    for item in statement_stream(statement):
+    for kind, item in statement_stream(statement):
         if isinstance(item, Balances):
-            label, at = ("opening", statement.start) if statement.closing is None else ("closing", statement.end)
-            yield writer.writerow(
-                [label, at.isoformat(), "", "", "", "", "", _usd(item.available), _usd(item.held), ""]
-            )
+            at = statement.start if kind == "opening" else statement.end
+            blank = [""] * 5
+            yield writer.writerow([kind, at.isoformat(), *blank, decimal_string(item.available),
+                                   decimal_string(item.held), ""])  # fmt: skip
             continue
         yield writer.writerow(
             [statement.count, item.at.isoformat(), item.journal_entry_id, item.event_type, item.entry_id or "",
-             item.bucket, _usd(item.amount), _usd(item.available), _usd(item.held), item.amount]
+             item.bucket, decimal_string(item.amount), decimal_string(item.available), decimal_string(item.held),
+             item.amount]
         )  # fmt: skip
 
 
@@ -209,9 +207,9 @@ def statement_json(statement: Statement) -> Iterator[str]:
             "unit": "micro_usd"}  # fmt: skip
     yield json.dumps(head)[:-1]
     first = True
-    for item in statement_stream(statement):
+    for kind, item in statement_stream(statement):
         if isinstance(item, Balances):
-            if statement.closing is None:
+            if kind == "opening":
                 yield f', "opening": {json.dumps(_balances_json(item))}, "lines": ['
             else:
                 yield f'], "closing": {json.dumps(_balances_json(item))}, "count": {statement.count}}}'

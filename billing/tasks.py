@@ -9,10 +9,10 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from billing.finalize import entry_finalize_attempt, finalize_bulk_replay, finalize_escalate, finalize_sweep
-from billing.metrics import ledger_check_failures_total, ledger_check_last_run, ledger_check_ok, metrics_refresh
+from billing.metrics import ledger_check_failures_total, ledger_check_last_run, ledger_check_ok, ledger_gauges_set
 from billing.outbound_delivery import deliveries_sweep, delivery_attempt
 from billing.reconciliation import reconciliation_run
-from billing.selectors import ledger_check
+from billing.selectors import ledger_check, open_entries
 from billing.services import holds_expire, ledger_check_record, ledger_snapshot_record
 from finn import clock
 from finn.guard import guard_bypass_record, guard_state_set
@@ -89,8 +89,11 @@ def reconciliation_task() -> str:
 def metrics_refresh_task() -> str:
     """Every 30 s: the ledger gauges (open holds, oldest hold, finalize pending/poison) from PostgreSQL,
     and every five minutes the dashboard's snapshot of open holds."""
-    now = clock.now()
-    summary = metrics_refresh(now=now)
+    now, figures = clock.now(), open_entries()
+    summary = ledger_gauges_set(
+        holds=figures.holds, oldest_hold=figures.oldest_hold, pending=figures.finalize_pending,
+        poison=figures.finalize_failed, now=now,
+    )  # fmt: skip
     return summary + ("; snapshot" if ledger_snapshot_record(now=now) else "")
 
 

@@ -57,12 +57,22 @@ def micro_usd_to_micro_usdc(amount: int, *, rounding: Rounding, usd_per_usdc: De
 DISPLAY_UNITS = {"micro_usd": ("USD", 6), "micro_usdc": ("USDC", 6), "credit_unit": ("CU", 0), "cents": ("USD", 2)}
 
 
+def _split(amount: int, decimals: int) -> tuple[str, int, str]:
+    """Sign, whole units and the fraction's digits of an integer of 10^-decimals units (exact)."""
+    whole, fraction = divmod(abs(amount), 10**decimals)
+    return ("-" if amount < 0 else ""), whole, (f".{fraction:0{decimals}d}" if decimals else "")
+
+
+def decimal_string(amount: int, decimals: int = 6) -> str:
+    """A plain decimal a spreadsheet reads as a number: -700 µUSD → "-0.000700" (CSV cells)."""
+    sign, whole, fraction = _split(amount, decimals)
+    return f"{sign}{whole}{fraction}"
+
+
 def format_amount(amount: int | None, denomination: str = "micro_usd") -> str:
     """An integer amount as money, exactly (no float): 1_234_500 µUSD → "1.234500 USD"; -700 → "-0.000700 USD"."""
     if amount is None:
         return "—"
     unit, decimals = DISPLAY_UNITS[denomination]
-    sign = "-" if amount < 0 else ""
-    whole, fraction = divmod(abs(amount), 10**decimals)
-    digits = f".{fraction:0{decimals}d}" if decimals else ""
-    return f"{sign}{whole:,}{digits} {unit}"
+    sign, whole, fraction = _split(amount, decimals)
+    return f"{sign}{whole:,}{fraction} {unit}"

@@ -160,10 +160,10 @@ def outbound_events_record(events: Sequence[OutboundEvent], *, now: datetime) ->
     Deliveries are sent once the transaction commits (up to ENQUEUE_AT_ONCE at once; the sweep
     finds the rest). Returns how many rows were written.
     """
-    if not events or not connection.in_atomic_block:
-        if events:
-            raise RuntimeError("outbound_events_record runs inside the event's transaction")
+    if not events:
         return 0
+    if not connection.in_atomic_block:
+        raise RuntimeError("outbound_events_record runs inside the event's transaction")
     ids = [f"msg_{ULID()}" for _ in events]
     bodies = [
         json.dumps({"type": e.event_type, "timestamp": now.isoformat(), "data": {**e.data, "account_id": e.account_id}})

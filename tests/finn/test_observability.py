@@ -50,15 +50,15 @@ def test_metrics_endpoint_exports_billing_counters(make_account) -> None:
 
 @pytest.mark.django_db
 def test_domain_metrics_carry_reasons_durations_and_ledger_gauges(make_account, now) -> None:
-    from billing.metrics import metrics_refresh
     from billing.states import EntryState
+    from billing.tasks import metrics_refresh_task
     from tests.billing.helpers import entry_in_state
 
     funded = make_account(10_000)
     post_json(funded.client(), "/api/v1/billing/entries", {"estimated_cost": 50_000})  # refused
     entry_in_state(EntryState.RESERVE_HELD, account_id=funded.pk, now=now, estimate=100)
     entry_in_state(EntryState.FINALIZE_FAILED, account_id=funded.pk, now=now, estimate=100, actual=50)
-    metrics_refresh(now=now)
+    metrics_refresh_task()
     body = Client().get("/metrics").content.decode()
     assert 'billing_rejected_total{reason="insufficient_funds"}' in body
     assert 'billing_op_duration_seconds_bucket{le="0.005",op="reserve"}' in body
