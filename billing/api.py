@@ -20,12 +20,11 @@ from billing.results import Balance, EntryResult, PurchaseResult
 from billing.states import ReleaseReason
 from finn import clock
 from finn.auth import Principal
-from finn.errors import Forbidden, InvalidRequest
+from finn.errors import Forbidden
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField, TokenField
 from finn.flags import require_feature
 from finn.idempotency import HEADER as IDEMPOTENCY_HEADER
 from finn.idempotency import KEY_PATTERN, run_idempotent
-from finn.logging import current_correlation_id
 
 MAX_INT64 = services.MAX_AMOUNT
 
@@ -42,6 +41,11 @@ class ExchangeRateOutput(serializers.Serializer):
     frozen_at = serializers.DateTimeField()
 
 
+class UsageOutput(serializers.Serializer):
+    input_tokens = serializers.IntegerField()
+    output_tokens = serializers.IntegerField()
+
+
 class EntryOutput(serializers.Serializer):
     id = serializers.CharField()
     account_id = serializers.IntegerField()
@@ -56,6 +60,11 @@ class EntryOutput(serializers.Serializer):
     exchange_rate = ExchangeRateOutput()
     created_at = serializers.DateTimeField()
     updated_at = serializers.DateTimeField()
+    model = serializers.CharField(allow_null=True, help_text="metered entries: the model the hold was priced for")
+    price_version = serializers.IntegerField(
+        allow_null=True, help_text="metered entries: the price version reserved at; commit charges at it"
+    )
+    usage = UsageOutput(allow_null=True, help_text="metered entries, once committed: the tokens charged for")
 
 
 class EntryResultOutput(serializers.Serializer):
@@ -69,7 +78,7 @@ def _timestamp(value: datetime) -> str:
     return text[:-6] + "Z" if text.endswith("+00:00") else text
 
 
-def _entry_data(entry: BillingEntry) -> dict[str, Any]:
+def entry_data(entry: BillingEntry) -> dict[str, Any]:
     """The entry as EntryOutput describes it (built directly: this is the hot path,
     and instantiating nested serializers per response cost more than the SQL)."""
     return {
@@ -90,6 +99,11 @@ def _entry_data(entry: BillingEntry) -> dict[str, Any]:
         },
         "created_at": _timestamp(entry.created_at),
         "updated_at": _timestamp(entry.updated_at),
+        "model": entry.model or None,
+        "price_version": entry.price_version,
+        "usage": None
+        if entry.usage_input_tokens is None
+        else {"input_tokens": entry.usage_input_tokens, "output_tokens": entry.usage_output_tokens},
     }
 
 
@@ -97,35 +111,35 @@ def _balance_data(balance: Balance) -> dict[str, Any]:
     return {"account_id": balance.account_id, "available": balance.available, "held": balance.held}
 
 
-def _result_response(result: EntryResult, *, status_code: int = status.HTTP_200_OK) -> Response:
+def entry_response(result: EntryResult, *, status_code: int = status.HTTP_200_OK) -> Response:
     headers = {"Idempotent-Replayed": "true"} if result.replayed else None
     return Response(
-        {"entry": _entry_data(result.entry), "balance": _balance_data(result.balance)},
+        {"entry": entry_data(result.entry), "balance": _balance_data(result.balance)},
         status=status_code,
         headers=headers,
     )
 
 
-def _principal(request: Request) -> Principal:
+def principal_of(request: Request) -> Principal:
     user = request.user
     assert isinstance(user, Principal)
     return user
 
 
-def _require_staff(principal: Principal, what: str) -> None:
+def require_staff(principal: Principal, what: str) -> None:
     if not principal.is_staff:
         raise Forbidden(f"{what} is for finance staff")
 
 
-def _scope(principal: Principal) -> int | None:
+def caller_scope(principal: Principal) -> int | None:
     """The account a caller may touch: its own, or any (None) for staff."""
     return None if principal.is_staff else principal.account_id
 
 
-_ENTRY_ID = OpenApiParameter(
+ENTRY_ID_PARAM = OpenApiParameter(
     "entry_id", str, OpenApiParameter.PATH, pattern=selectors.ENTRY_ID_PATTERN, description="the entry's id (a ULID)"
 )
-_IDEMPOTENCY_KEY = OpenApiParameter(
+IDEMPOTENCY_KEY_PARAM = OpenApiParameter(
     IDEMPOTENCY_HEADER,
     str,
     OpenApiParameter.HEADER,
@@ -133,101 +147,25 @@ _IDEMPOTENCY_KEY = OpenApiParameter(
     pattern=KEY_PATTERN,
     description="retry-safe key: the same key (and body) answers the first outcome again",
 )
-_ERRORS = {
+ERRORS = {
     400: OpenApiResponse(ErrorSerializer, description="invalid input"),
     401: OpenApiResponse(ErrorSerializer, description="missing or invalid API key"),
     404: OpenApiResponse(ErrorSerializer, description="no such entry for this account"),
 }
 
 
-class EntryReserveApi(APIView):
-    class ReserveInput(serializers.Serializer):
-        estimated_cost = StrictIntegerField(min_value=1, max_value=MAX_INT64, help_text="µUSD to hold")
-        correlation_id = TokenField(required=False)
-        ttl_seconds = StrictIntegerField(required=False, min_value=1, help_text="hold lifetime, default 300 s")
-        account_id = StrictIntegerField(required=False, min_value=1, help_text="staff only: reserve for this account")
-
-    @extend_schema(
-        operation_id="billing_entry_reserve",
-        summary="Reserve an estimate before an inference call",
-        request=ReserveInput,
-        parameters=[_IDEMPOTENCY_KEY],
-        responses={
-            201: EntryResultOutput,
-            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds or finalize_backlog"),
-            409: OpenApiResponse(ErrorSerializer, description="request_in_progress"),
-            422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
-            **_ERRORS,
-        },
-    )
-    def post(self, request: Request) -> Response:
-        principal = _principal(request)
-        serializer = self.ReserveInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        data = serializer.validated_data
-        account_id = data.get("account_id", principal.account_id)
-        if account_id != principal.account_id and not principal.is_staff:
-            raise InvalidRequest(f"unknown account {account_id}", reason="unknown_account")
-
-        def reserve(key: str | None) -> Response:
-            try:
-                result = services.entry_reserve(
-                    account_id=account_id,
-                    estimated_cost=data["estimated_cost"],
-                    correlation_id=data.get("correlation_id") or current_correlation_id(),
-                    ttl_seconds=data.get("ttl_seconds"),
-                    idempotency_key=key,
-                    now=clock.now(),
-                )
-            except AccountNotFound:
-                raise InvalidRequest(f"unknown account {account_id}", reason="unknown_account") from None
-            return _result_response(result, status_code=status.HTTP_201_CREATED)
-
-        return run_idempotent(request, account_id=principal.account_id, scope="billing.reserve", handler=reserve)
-
-
 class EntryDetailApi(APIView):
     @extend_schema(
         operation_id="billing_entry_get",
-        parameters=[_ENTRY_ID],
+        parameters=[ENTRY_ID_PARAM],
         summary="Get one billing entry",
-        responses={200: EntryResultOutput, **_ERRORS},
+        responses={200: EntryResultOutput, **ERRORS},
     )
     def get(self, request: Request, entry_id: str) -> Response:
-        principal = _principal(request)
-        entry = selectors.entry_get(entry_id=selectors.parse_entry_id(entry_id), account_id=_scope(principal))
+        principal = principal_of(request)
+        entry = selectors.entry_get(entry_id=selectors.parse_entry_id(entry_id), account_id=caller_scope(principal))
         balance = selectors.account_balance(account_id=entry.account_id)
-        return _result_response(EntryResult(entry=entry, balance=balance))
-
-
-class EntryCommitApi(APIView):
-    class CommitInput(serializers.Serializer):
-        actual_cost = StrictIntegerField(min_value=0, max_value=MAX_INT64, help_text="µUSD actually spent")
-
-    @extend_schema(
-        operation_id="billing_entry_commit",
-        parameters=[_ENTRY_ID],
-        summary="Commit the actual cost (the rest of the hold is returned)",
-        request=CommitInput,
-        responses={
-            200: EntryResultOutput,
-            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds (overcapture)"),
-            409: OpenApiResponse(ErrorSerializer, description="invalid_transition, exceeds_hold or hold_expired"),
-            **_ERRORS,
-        },
-    )
-    def post(self, request: Request, entry_id: str) -> Response:
-        principal = _principal(request)
-        parsed_id = selectors.parse_entry_id(entry_id)
-        serializer = self.CommitInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        result = services.entry_commit(
-            entry_id=parsed_id,
-            actual_cost=serializer.validated_data["actual_cost"],
-            account_id=_scope(principal),
-            now=clock.now(),
-        )
-        return _result_response(result)
+        return entry_response(EntryResult(entry=entry, balance=balance))
 
 
 class EntryExtendApi(APIView):
@@ -239,7 +177,7 @@ class EntryExtendApi(APIView):
 
     @extend_schema(
         operation_id="billing_entry_extend",
-        parameters=[_ENTRY_ID, _IDEMPOTENCY_KEY],
+        parameters=[ENTRY_ID_PARAM, IDEMPOTENCY_KEY_PARAM],
         summary="Grow a held reserve (a stream that runs longer than estimated); commit may then charge up to it",
         request=ExtendInput,
         responses={
@@ -247,11 +185,11 @@ class EntryExtendApi(APIView):
             402: OpenApiResponse(ErrorSerializer, description="insufficient_funds, daily_cap_exceeded, account_frozen"),
             409: OpenApiResponse(ErrorSerializer, description="hold_expired or invalid_transition (no longer held)"),
             422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
-            **_ERRORS,
+            **ERRORS,
         },
     )
     def post(self, request: Request, entry_id: str) -> Response:
-        principal = _principal(request)
+        principal = principal_of(request)
         parsed_id = selectors.parse_entry_id(entry_id)
         serializer = self.ExtendInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -260,9 +198,9 @@ class EntryExtendApi(APIView):
         def extend(_key: str | None) -> Response:
             result = services.entry_extend(
                 entry_id=parsed_id, additional_cost=data["additional_cost"], ttl_seconds=data.get("ttl_seconds"),
-                account_id=_scope(principal), now=clock.now(),
+                account_id=caller_scope(principal), now=clock.now(),
             )  # fmt: skip
-            return _result_response(result)
+            return entry_response(result)
 
         return run_idempotent(request, account_id=principal.account_id, scope="billing.extend", handler=extend)
 
@@ -273,58 +211,27 @@ class EntryReleaseApi(APIView):
 
     @extend_schema(
         operation_id="billing_entry_release",
-        parameters=[_ENTRY_ID],
+        parameters=[ENTRY_ID_PARAM],
         summary="Release a hold (inference failed or was cancelled)",
         request=ReleaseInput,
         responses={
             200: EntryResultOutput,
             409: OpenApiResponse(ErrorSerializer, description="invalid_transition"),
-            **_ERRORS,
+            **ERRORS,
         },
     )
     def post(self, request: Request, entry_id: str) -> Response:
-        principal = _principal(request)
+        principal = principal_of(request)
         parsed_id = selectors.parse_entry_id(entry_id)
         serializer = self.ReleaseInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         result = services.entry_release(
             entry_id=parsed_id,
             reason=serializer.validated_data["reason"],
-            account_id=_scope(principal),
+            account_id=caller_scope(principal),
             now=clock.now(),
         )
-        return _result_response(result)
-
-
-class EntryVoidApi(APIView):
-    class VoidInput(serializers.Serializer):
-        reason = StrictCharField(max_length=1000)
-
-    @extend_schema(
-        operation_id="billing_entry_void",
-        parameters=[_ENTRY_ID],
-        summary="Void a charged entry and refund it (finance staff)",
-        request=VoidInput,
-        responses={
-            200: EntryResultOutput,
-            403: OpenApiResponse(ErrorSerializer, description="not staff"),
-            409: OpenApiResponse(ErrorSerializer, description="invalid_transition"),
-            **_ERRORS,
-        },
-    )
-    def post(self, request: Request, entry_id: str) -> Response:
-        principal = _principal(request)
-        _require_staff(principal, "voiding an entry")
-        parsed_id = selectors.parse_entry_id(entry_id)
-        serializer = self.VoidInput(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        result = services.entry_void(
-            entry_id=parsed_id,
-            reason=serializer.validated_data["reason"],
-            actor=principal.actor,
-            now=clock.now(),
-        )
-        return _result_response(result)
+        return entry_response(result)
 
 
 class AccountBalanceOutput(serializers.Serializer):
@@ -336,10 +243,10 @@ class MyBalanceApi(APIView):
     @extend_schema(
         operation_id="account_balance_me",
         summary="The caller's balances",
-        responses={200: AccountBalanceOutput, **_ERRORS},
+        responses={200: AccountBalanceOutput, **ERRORS},
     )
     def get(self, request: Request) -> Response:
-        balance = selectors.account_balance(account_id=_principal(request).account_id)
+        balance = selectors.account_balance(account_id=principal_of(request).account_id)
         return Response({"balance": _balance_data(balance)})
 
 
@@ -348,10 +255,10 @@ class AccountBalanceApi(APIView):
         operation_id="account_balance_get",
         summary="An account's balances (own account, or any for staff); ?at= a past moment, from postings",
         parameters=[OpenApiParameter("at", str, description="ISO 8601 with offset: the balance at that moment")],
-        responses={200: AccountBalanceOutput, **_ERRORS},
+        responses={200: AccountBalanceOutput, **ERRORS},
     )
     def get(self, request: Request, account_id: int) -> Response:
-        scope = _scope(_principal(request))
+        scope = caller_scope(principal_of(request))
         if scope is not None and scope != account_id:
             raise AccountNotFound(f"account {account_id} not found")
         if "at" in request.query_params:  # a past moment: computed from the postings
@@ -369,19 +276,19 @@ class EntryFinalizeApi(APIView):
 
     @extend_schema(
         operation_id="billing_entry_finalize",
-        parameters=[_ENTRY_ID],
+        parameters=[ENTRY_ID_PARAM],
         summary="Finalize a poison (FINALIZE_FAILED) entry by hand (finance staff)",
         request=FinalizeInput,
         responses={
             200: EntryResultOutput,
             403: OpenApiResponse(ErrorSerializer, description="not staff"),
             409: OpenApiResponse(ErrorSerializer, description="invalid_transition"),
-            **_ERRORS,
+            **ERRORS,
         },
     )
     def post(self, request: Request, entry_id: str) -> Response:
-        principal = _principal(request)
-        _require_staff(principal, "finalizing an entry by hand")
+        principal = principal_of(request)
+        require_staff(principal, "finalizing an entry by hand")
         parsed_id = selectors.parse_entry_id(entry_id)
         serializer = self.FinalizeInput(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -393,7 +300,7 @@ class EntryFinalizeApi(APIView):
             reason=serializer.validated_data["reason"],
             manual=True,
         )
-        return _result_response(result)
+        return entry_response(result)
 
 
 class FinalizeReplayApi(APIView):
@@ -409,10 +316,10 @@ class FinalizeReplayApi(APIView):
         operation_id="billing_finalize_replay",
         summary="Replay poison entries upstream in the background (finance staff)",
         request=ReplayInput,
-        responses={202: ReplayOutput, 403: OpenApiResponse(ErrorSerializer, description="not staff"), **_ERRORS},
+        responses={202: ReplayOutput, 403: OpenApiResponse(ErrorSerializer, description="not staff"), **ERRORS},
     )
     def post(self, request: Request) -> Response:
-        _require_staff(_principal(request), "replaying poison entries")
+        require_staff(principal_of(request), "replaying poison entries")
         serializer = self.ReplayInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         concurrency = serializer.validated_data.get("concurrency", settings.FINALIZE_REPLAY_CONCURRENCY)
@@ -436,11 +343,11 @@ class FinalizeHealthApi(APIView):
             200: HealthOutput,
             403: OpenApiResponse(ErrorSerializer, description="not staff"),
             503: HealthOutput,
-            **_ERRORS,
+            **ERRORS,
         },
     )
     def get(self, request: Request) -> Response:
-        _require_staff(_principal(request), "finalize health")
+        require_staff(principal_of(request), "finalize health")
         health = finalize_health()
         body = {
             "breaker_state": health.breaker_state,
@@ -465,7 +372,7 @@ _PURCHASE_ERRORS = {
     409: OpenApiResponse(ErrorSerializer, description="purchase_in_progress, already_purchased, request_in_progress"),
     422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
     503: OpenApiResponse(ErrorSerializer, description="dependency_unavailable (Redis down; Retry-After: 30)"),
-    **_ERRORS,
+    **ERRORS,
     404: OpenApiResponse(ErrorSerializer, description="feature_disabled (the billing flag is off)"),
 }
 
@@ -495,12 +402,12 @@ class BoostPurchaseApi(APIView):
         operation_id="billing_boost_purchase",
         summary="Buy a community boost from prepaid credit (stacks after the member's active boost)",
         request=BoostInput,
-        parameters=[_IDEMPOTENCY_KEY],
+        parameters=[IDEMPOTENCY_KEY_PARAM],
         responses=_PURCHASE_ERRORS,
     )
     def post(self, request: Request) -> Response:
         require_feature("billing", "member purchases are currently disabled")
-        principal = _principal(request)
+        principal = principal_of(request)
         serializer = self.BoostInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -528,12 +435,12 @@ class BadgePurchaseApi(APIView):
         operation_id="billing_badge_purchase",
         summary="Buy a member's badge from prepaid credit (one per member)",
         request=BadgeInput,
-        parameters=[_IDEMPOTENCY_KEY],
+        parameters=[IDEMPOTENCY_KEY_PARAM],
         responses=_PURCHASE_ERRORS,
     )
     def post(self, request: Request) -> Response:
         require_feature("billing", "member purchases are currently disabled")
-        principal = _principal(request)
+        principal = principal_of(request)
         serializer = self.BadgeInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data

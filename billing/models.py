@@ -116,6 +116,13 @@ class BillingEntry(models.Model):
     voided_by = models.CharField(max_length=150, blank=True, default="")
     created_at = models.DateTimeField()
     updated_at = models.DateTimeField()
+    # Metered entries (reserved by model and tokens): the model and the price version the
+    # estimate was computed at — commit charges at that version — and, once committed by usage,
+    # the tokens used. Set once (a trigger refuses changes); empty/NULL for a raw estimate.
+    model = models.CharField(max_length=100, blank=True, db_default="")
+    price_version = models.BigIntegerField(null=True, blank=True)
+    usage_input_tokens = models.BigIntegerField(null=True, blank=True)
+    usage_output_tokens = models.BigIntegerField(null=True, blank=True)
 
     class Meta:
         verbose_name_plural = "billing entries"
@@ -140,6 +147,16 @@ class BillingEntry(models.Model):
             models.CheckConstraint(
                 condition=Q(fence_token__gte=0, fence_token__lte=2**53 - 1),
                 name="billing_billingentry_fence_token_range",
+            ),
+            models.CheckConstraint(
+                condition=(Q(model="") & Q(price_version__isnull=True))
+                | (~Q(model="") & Q(price_version__isnull=False)),
+                name="billing_billingentry_model_iff_price_version",
+            ),
+            models.CheckConstraint(
+                condition=(Q(usage_input_tokens__isnull=True) & Q(usage_output_tokens__isnull=True))
+                | Q(usage_input_tokens__gte=0, usage_output_tokens__gte=0, price_version__isnull=False),
+                name="billing_billingentry_usage_priced",
             ),
             # One client retry must not reserve twice.
             models.UniqueConstraint(

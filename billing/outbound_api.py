@@ -11,7 +11,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from billing import services
-from billing.api import _ERRORS, _principal, _scope
+from billing.api import ERRORS, caller_scope, principal_of
 from billing.models import OUTBOUND_EVENT_TYPES, WebhookDelivery, WebhookEndpoint
 from finn import clock
 from finn.errors import Forbidden, NotFound
@@ -58,7 +58,7 @@ class WebhookEndpointsApi(APIView):
         responses={200: WebhookEndpointList},
     )
     def get(self, request: Request) -> Response:
-        principal = _principal(request)
+        principal = principal_of(request)
         rows = WebhookEndpoint.objects.filter(account_id=principal.account_id, active=True).order_by("pk")[:50]
         return Response({"endpoints": [_endpoint_data(e) for e in rows]})
 
@@ -69,11 +69,11 @@ class WebhookEndpointsApi(APIView):
         responses={
             201: WebhookEndpointCreated,
             403: OpenApiResponse(ErrorSerializer, description="permission_denied: another account, not staff"),
-            **_ERRORS,
+            **ERRORS,
         },
     )
     def post(self, request: Request) -> Response:
-        principal = _principal(request)
+        principal = principal_of(request)
         serializer = self.CreateInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
@@ -91,12 +91,12 @@ class WebhookEndpointsApi(APIView):
 
 class WebhookEndpointApi(APIView):
     @extend_schema(
-        operation_id="webhook_endpoint_disable", summary="Stop sending to an endpoint", responses={204: None, **_ERRORS}
+        operation_id="webhook_endpoint_disable", summary="Stop sending to an endpoint", responses={204: None, **ERRORS}
     )
     def delete(self, request: Request, endpoint_id: int) -> Response:
-        principal = _principal(request)
+        principal = principal_of(request)
         services.endpoint_disable(
-            endpoint_id=endpoint_id, account_id=_scope(principal), now=clock.now(), actor=principal.actor
+            endpoint_id=endpoint_id, account_id=caller_scope(principal), now=clock.now(), actor=principal.actor
         )
         return Response(status=status.HTTP_204_NO_CONTENT)
 
@@ -106,12 +106,12 @@ class WebhookEndpointRotateApi(APIView):
         operation_id="webhook_endpoint_secret_rotate",
         summary="A new signing secret (shown once); the old one keeps signing beside it for 24 h",
         request=None,
-        responses={200: inline_serializer("WebhookSecretRotated", {"secret": serializers.CharField()}), **_ERRORS},
+        responses={200: inline_serializer("WebhookSecretRotated", {"secret": serializers.CharField()}), **ERRORS},
     )
     def post(self, request: Request, endpoint_id: int) -> Response:
-        principal = _principal(request)
+        principal = principal_of(request)
         secret = services.endpoint_secret_rotate(
-            endpoint_id=endpoint_id, account_id=_scope(principal), now=clock.now(), actor=principal.actor
+            endpoint_id=endpoint_id, account_id=caller_scope(principal), now=clock.now(), actor=principal.actor
         )
         return Response({"secret": secret})
 
@@ -120,10 +120,10 @@ class WebhookDeliveriesApi(APIView):
     @extend_schema(
         operation_id="webhook_endpoint_deliveries",
         summary="The endpoint's latest 50 deliveries, newest first",
-        responses={200: OpenApiResponse(description="deliveries"), **_ERRORS},
+        responses={200: OpenApiResponse(description="deliveries"), **ERRORS},
     )
     def get(self, request: Request, endpoint_id: int) -> Response:
-        scope = _scope(_principal(request))
+        scope = caller_scope(principal_of(request))
         endpoints = WebhookEndpoint.objects.filter(pk=endpoint_id)
         if scope is not None:
             endpoints = endpoints.filter(account_id=scope)

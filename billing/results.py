@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from billing.models import BillingEntry
 
@@ -43,3 +44,28 @@ class PurchaseResult:
     balance: Balance
     expires_at: datetime | None = None  # boosts only
     replayed: bool = False
+
+
+@dataclass(frozen=True)
+class Metering:
+    """What a metered reserve was priced at (credits computes it; billing records it)."""
+
+    model: str
+    price_version: int
+    input_tokens: int
+    max_output_tokens: int
+
+    def audit(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "price_version": str(self.price_version),
+            "reserved_tokens": {"input_tokens": self.input_tokens, "max_output_tokens": self.max_output_tokens},
+        }
+
+
+@dataclass(frozen=True)
+class Usage:
+    """The tokens a metered entry was charged for."""
+
+    input_tokens: int
+    output_tokens: int

@@ -14,7 +14,7 @@ from rest_framework.request import Request
 from rest_framework.views import APIView
 
 from billing import statements
-from billing.api import _ERRORS, _principal, _scope
+from billing.api import ERRORS, caller_scope, principal_of
 from billing.errors import AccountNotFound
 from finn import clock
 
@@ -50,11 +50,11 @@ class AccountStatementApi(APIView):
         responses={
             (200, "application/json"): OpenApiResponse(OpenApiTypes.OBJECT, description="the statement"),
             (200, "text/csv"): OpenApiResponse(OpenApiTypes.STR, description="the statement as CSV"),
-            **_ERRORS,
+            **ERRORS,
         },
     )
     def get(self, request: Request, account_id: int) -> StreamingHttpResponse:
-        scope = _scope(_principal(request))
+        scope = caller_scope(principal_of(request))
         if scope is not None and scope != account_id:
             raise AccountNotFound(f"account {account_id} not found")
         start = statements.parse_instant(request.query_params.get("from"), "from")

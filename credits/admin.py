@@ -1,5 +1,6 @@
-"""Credits in the admin: API keys (created here, the secret shown once), and read-only
-x402 quotes, payments, credit notes and used nonces."""
+"""Credits in the admin: API keys (created here, the secret shown once), model prices (a new
+version through the audited service, never an edit), and read-only x402 quotes, payments,
+credit notes and used nonces."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from django.http import HttpRequest
 
 from billing.admin_money import amount_range_filter, money
 from credits.api_keys import api_key_create, api_key_rate_limit_set, api_key_revoke
-from credits.models import ApiKey, CreditNote, UsedNonce, X402Payment, X402Quote
+from credits.models import ApiKey, CreditNote, ModelPriceVersion, UsedNonce, X402Payment, X402Quote
+from credits.pricing import MAX_PER_MILLION, MODEL_NAME, model_price_set
 from finn import clock
 from finn.admin_base import ReadOnlyAdmin, SecondFactorEditsMixin, require_second_factor
 from finn.second_factor import admin_audit_context
@@ -118,3 +120,72 @@ class UsedNonceAdmin(ReadOnlyAdmin[UsedNonce]):
     list_display = ["key", "kind", "created_at"]
     list_filter = ["kind"]
     search_fields = ["=key"]
+
+
+class ModelPriceForm(forms.ModelForm):
+    effective_from = forms.DateTimeField(required=False, help_text="empty: now. Never in the past.")
+    reason = forms.CharField(widget=forms.Textarea, help_text="why the price changes (audited)")
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        start = data.get("effective_from")
+        if start is not None and start < clock.now():
+            self.add_error("effective_from", "a price cannot take effect in the past")
+        if data.get("model") and not MODEL_NAME.match(data["model"]):
+            self.add_error("model", "1-100 characters of A-Z a-z 0-9 . _ : / -")
+        for side in ("input_per_million", "output_per_million"):
+            if data.get(side) is not None and not 0 <= data[side] <= MAX_PER_MILLION:
+                self.add_error(side, f"0 to {MAX_PER_MILLION}")
+        return data
+
+    def validate_unique(self) -> None:
+        """(model, effective_from) is checked by the service: an empty effective_from means now."""
+
+    class Meta:
+        model = ModelPriceVersion
+        fields = ["model", "input_per_million", "output_per_million", "effective_from", "reason"]
+        help_texts = {
+            "input_per_million": "µUSD per million input tokens (3,000,000 = 3 µUSD per token)",
+            "output_per_million": "µUSD per million output tokens",
+        }
+
+
+@admin.register(ModelPriceVersion)
+class ModelPriceVersionAdmin(SecondFactorEditsMixin, admin.ModelAdmin[ModelPriceVersion]):
+    """A price change is a new version (reserved entries keep theirs); versions are never edited."""
+
+    list_display = [
+        "model", "id", "input_per_million", "output_per_million", "effective_from", "created_by", "created_at",
+    ]  # fmt: skip
+    list_filter = ["model"]
+    search_fields = ["=model"]
+    ordering = ["model", "-effective_from"]
+    form = ModelPriceForm
+
+    def get_readonly_fields(self, request: HttpRequest, obj: ModelPriceVersion | None = None) -> list[str]:
+        if obj is None:
+            return []
+        return [f.name for f in ModelPriceVersion._meta.fields]
+
+    def has_change_permission(self, request: HttpRequest, obj: ModelPriceVersion | None = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: ModelPriceVersion | None = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: ModelPriceVersion, form: Any, change: bool) -> None:
+        require_second_factor(request, "credits.add_modelpriceversion")
+        data = form.cleaned_data
+        with admin_audit_context(request):
+            price = model_price_set(
+                model=data["model"],
+                input_per_million=data["input_per_million"],
+                output_per_million=data["output_per_million"],
+                effective_from=data.get("effective_from"),
+                actor=request.user.get_username(),
+                reason=data["reason"],
+                now=clock.now(),
+            )
+        obj.pk = price.version
+        assert price.effective_from is not None
+        obj.effective_from = price.effective_from

@@ -13,8 +13,9 @@ from rest_framework.views import APIView
 
 from billing.selectors import agent_budget
 from billing.units import Rounding, micro_usd_to_cu
+from credits.metering import MAX_TOKENS
 from credits.models import WalletIdentity
-from credits.pricing import estimate_reserve_cost, model_names, model_prices
+from credits.pricing import estimate_cost_at, model_names, model_price, model_prices
 from credits.pricing_config import PER_MILLION
 from credits.purchases import PACKS, purchase_credit_pack
 from credits.signin import (
@@ -33,8 +34,6 @@ from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
 from finn.flags import require_feature
 from finn.ratelimit import ChallengeThrottle
 
-MAX_TOKENS = 10_000_000
-
 
 def _per_token(per_million: int) -> str:
     """µUSD per token as an exact decimal string (3000000 -> "3", 400000 -> "0.4")."""
@@ -52,6 +51,8 @@ class ModelListApi(APIView):
         output_micro_usd_per_token = serializers.CharField()
         input_micro_usd_per_million_tokens = serializers.IntegerField()
         output_micro_usd_per_million_tokens = serializers.IntegerField()
+        price_version = serializers.IntegerField(help_text="a metered reserve records it; commit charges at it")
+        effective_from = serializers.DateTimeField()
 
     class ModelListOutput(serializers.Serializer):
         models = serializers.ListField(child=serializers.DictField())
@@ -67,6 +68,8 @@ class ModelListApi(APIView):
                         "output_micro_usd_per_token": _per_token(price.output_per_million),
                         "input_micro_usd_per_million_tokens": price.input_per_million,
                         "output_micro_usd_per_million_tokens": price.output_per_million,
+                        "price_version": price.version,
+                        "effective_from": price.effective_from,
                     }
                     for price in model_prices()
                 ]
@@ -84,6 +87,7 @@ class EstimateApi(APIView):
         model = serializers.CharField()
         estimated_cost = serializers.IntegerField(help_text="µUSD to reserve (rounded up)")
         estimated_cost_cu = serializers.IntegerField(help_text="the same in credit units (rounded up)")
+        price_version = serializers.IntegerField(help_text="the price version the estimate is at")
 
     @extend_schema(
         operation_id="pricing_estimate",
@@ -95,14 +99,14 @@ class EstimateApi(APIView):
         serializer = self.EstimateInput(data=request.data)
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
-        cost = estimate_reserve_cost(
-            model=data["model"], input_tokens=data["input_tokens"], max_output_tokens=data["max_output_tokens"]
-        )
+        price = model_price(data["model"])
+        cost = estimate_cost_at(price, input_tokens=data["input_tokens"], max_output_tokens=data["max_output_tokens"])
         return Response(
             {
                 "model": data["model"],
                 "estimated_cost": cost,
                 "estimated_cost_cu": micro_usd_to_cu(cost, rounding=Rounding.CEIL),
+                "price_version": price.version,
             }
         )
 

@@ -363,3 +363,36 @@ class CreditNote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.id} {self.remaining}/{self.amount} µUSDC for {self.wallet}"
+
+
+class ModelPriceVersion(models.Model):
+    """One model's price from ``effective_from`` on (µUSD per million tokens; exact integers).
+
+    Append-only (a trigger refuses UPDATE and DELETE): a new price is a new row, so an entry
+    reserved at version N is charged at version N however prices move while it is in flight.
+    """
+
+    model = models.CharField(max_length=100)
+    input_per_million = models.BigIntegerField()
+    output_per_million = models.BigIntegerField()
+    effective_from = models.DateTimeField()
+    created_at = models.DateTimeField()
+    created_by = models.CharField(max_length=150)
+    reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        verbose_name = "model price"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(input_per_million__gte=0, output_per_million__gte=0),
+                name="credits_modelpriceversion_prices_non_negative",
+            ),
+            models.CheckConstraint(condition=~Q(model=""), name="credits_modelpriceversion_model_named"),
+            # Also the index of "the version in effect at t": (model, effective_from DESC).
+            models.UniqueConstraint(
+                fields=["model", "effective_from"], name="credits_modelpriceversion_model_from_uniq"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.model} v{self.pk}"

@@ -7,6 +7,7 @@ from drf_spectacular.views import SpectacularAPIView
 from billing import api as billing_api
 from billing import outbound_api, statement_api
 from credits import api as credits_api
+from credits import metering_api
 from credits.x402 import api as x402_api
 from finn import api_docs, dashboard, second_factor, views, web
 from nft import api as nft_api
@@ -17,12 +18,15 @@ handler500 = "finn.errors.json_500"
 
 api_v1 = [
     path("", api_docs.ApiIndexApi.as_view(), name="api-index"),
-    path("billing/entries", billing_api.EntryReserveApi.as_view(), name="billing-entry-reserve"),
+    path("billing/entries", metering_api.EntryReserveApi.as_view(), name="billing-entry-reserve"),
     path("billing/entries/<str:entry_id>", billing_api.EntryDetailApi.as_view(), name="billing-entry-detail"),
-    path("billing/entries/<str:entry_id>/commit", billing_api.EntryCommitApi.as_view(), name="billing-entry-commit"),
+    path("billing/entries/<str:entry_id>/commit", metering_api.EntryCommitApi.as_view(), name="billing-entry-commit"),
     path("billing/entries/<str:entry_id>/extend", billing_api.EntryExtendApi.as_view(), name="billing-entry-extend"),
     path("billing/entries/<str:entry_id>/release", billing_api.EntryReleaseApi.as_view(), name="billing-entry-release"),
-    path("billing/entries/<str:entry_id>/void", billing_api.EntryVoidApi.as_view(), name="billing-entry-void"),
+    path(
+        "billing/entries/<str:entry_id>/receipt", metering_api.EntryReceiptApi.as_view(), name="billing-entry-receipt"
+    ),
+    path("billing/entries/<str:entry_id>/void", metering_api.EntryVoidApi.as_view(), name="billing-entry-void"),
     path(
         "billing/entries/<str:entry_id>/finalize", billing_api.EntryFinalizeApi.as_view(), name="billing-entry-finalize"
     ),

@@ -149,7 +149,8 @@ def run_threads(count: int, target: Callable[[int], Any]) -> list[Any]:
 
 @pytest.fixture(autouse=True)
 def _finance_group(request: pytest.FixtureRequest) -> None:
-    """The "Finance" group of the webhooks migration, back after a transactional test's flush."""
+    """The "Finance" group of the webhooks migration and the seeded model prices (what migrate
+    leaves behind), back after a transactional test's flush."""
     if "django_db_setup" not in request.fixturenames and not request.node.get_closest_marker("django_db"):
         return
     request.getfixturevalue("_django_db_helper")
@@ -157,5 +158,8 @@ def _finance_group(request: pytest.FixtureRequest) -> None:
 
     from django.apps import apps
 
+    from credits.pricing import pricing_seed
+
     migration = importlib.import_module("webhooks.migrations.0003_finance_group")
     migration.create_finance_group(apps, None)
+    pricing_seed()

@@ -33,7 +33,7 @@ from billing.errors import (
 )
 from billing.metrics import counted, daily_cap_applied_total
 from billing.models import Account, BillingEntry, Bucket
-from billing.results import Balance, EntryResult
+from billing.results import Balance, EntryResult, Metering, Usage
 from billing.selectors import account_balance
 from billing.services.daily_caps import _daily_settle, daily_cap_refusal, low_balance_publish, utc_day
 from billing.services.entry_finalize import entry_finalize_enqueue
@@ -66,13 +66,13 @@ from finn.guard import guard
 
 _RESERVE_SQL = (
     "SELECT available, held, version, daily_cap, refill_threshold, cap_day, day_spent, day_held"
-    " FROM billing_entry_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+    " FROM billing_entry_reserve(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
 )
 # The entry's columns in the model's field order (what _entry_from_row expects), then the rest.
 _ENTRY_SELECT = ", ".join(f"(r.entry).{column}" for column in _ENTRY_COLUMNS)
 _COMMIT_SQL = (
     f"SELECT {_ENTRY_SELECT}, r.available, r.held, r.version, r.daily_cap, r.refill_threshold, r.day_spent,"
-    " r.day_held, r.low_balance_first FROM billing_entry_commit(%s, %s, %s, %s, %s, %s, %s, %s) AS r"
+    " r.day_held, r.low_balance_first FROM billing_entry_commit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) AS r"
 )
 _RELEASE_SQL = (
     f"SELECT {_ENTRY_SELECT}, r.available, r.held, r.version, r.daily_cap, r.refill_threshold, r.day_spent,"
@@ -190,11 +190,14 @@ def entry_reserve(
     now: datetime,
     ttl_seconds: int | None = None,
     idempotency_key: str | None = None,
+    metering: Metering | None = None,
 ) -> EntryResult:
     """Hold ``estimated_cost`` µUSD of the account's credit for one request.
 
     With an idempotency key, a retry returns the first entry (``replayed``)
     instead of holding twice; a retry with a different estimate is refused.
+    ``metering`` (a reserve priced by model and tokens) is recorded on the entry
+    and in its audit row: commit then charges at that price version.
     """
     _validate_amount("estimated_cost", estimated_cost)
     ttl = settings.BILLING_RESERVE_TTL_SECONDS if ttl_seconds is None else ttl_seconds
@@ -208,7 +211,7 @@ def entry_reserve(
     cu_per_usd = settings.CREDIT_UNITS_PER_USD
     rate = settings.USD_USDC_RATE.quantize(RATE_QUANTUM)
     exposure_limit = _finalize_exposure_limit()
-    payload = {
+    payload: dict[str, Any] = {
         "account_id": str(account_id),
         "from_state": EntryState.IDLE.value,
         "to_state": EntryState.RESERVE_HELD.value,
@@ -221,6 +224,8 @@ def entry_reserve(
         },
         "expires_at": expires_at.isoformat(),
     }
+    if metering is not None:
+        payload.update(metering.audit())
     try:
         row = _call(
             _RESERVE_SQL,
@@ -238,6 +243,8 @@ def entry_reserve(
                 canonical_json(payload).decode("utf-8"),
                 payload_crc32(payload),
                 bool(settings.FINN_GUARD_BYPASS),
+                "" if metering is None else metering.model,
+                None if metering is None else metering.price_version,
             ],
         )
     except _Refused as refused:
@@ -281,6 +288,10 @@ def entry_reserve(
         "finalize_last_error": "",
         "next_attempt_at": None,
         "cap_day": cap_day,
+        "model": "" if metering is None else metering.model,
+        "price_version": None if metering is None else metering.price_version,
+        "usage_input_tokens": None,
+        "usage_output_tokens": None,
     }
     entry = BillingEntry.from_db(None, _ENTRY_ATTNAMES, [fields[name] for name in _ENTRY_ATTNAMES])
     _after_commit(entry, counted, spent_delta=0, held_delta=estimated_cost)
@@ -296,7 +307,9 @@ class _CapOvershoot(Exception):
 
 
 @counted("commit")
-def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: int | None = None) -> EntryResult:
+def entry_commit(
+    *, entry_id: str, actual_cost: int, now: datetime, account_id: int | None = None, usage: Usage | None = None
+) -> EntryResult:
     """Charge the actual cost of a held entry; the rest of the hold goes back.
 
     ``account_id`` scopes the call to one account (API callers); None is for
@@ -307,11 +320,14 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
     still allows is charged only up to the cap, and the capping is audited
     (``billing_daily_cap_applied``) and counted. When an upstream finalize
     target is configured, the entry continues to FINALIZE_PENDING in the same
-    transaction.
+    transaction. ``usage`` (a metered entry's tokens, priced by the caller at the
+    entry's price version) is recorded on the entry and in the commit's audit row.
     """
     _validate_amount("actual_cost", actual_cost, allow_zero=True)
     try:
-        return _entry_commit_call(entry_id=entry_id, actual_cost=actual_cost, now=now, account_id=account_id)
+        return _entry_commit_call(
+            entry_id=entry_id, actual_cost=actual_cost, now=now, account_id=account_id, usage=usage
+        )
     except _CapOvershoot as overshoot:
         result = _entry_commit_call(
             entry_id=entry_id,
@@ -319,6 +335,7 @@ def entry_commit(*, entry_id: str, actual_cost: int, now: datetime, account_id: 
             now=now,
             account_id=account_id,
             requested_actual=actual_cost,
+            usage=usage,
         )
         daily_cap_applied_total.inc()
         return result
@@ -338,7 +355,13 @@ def _commit_refusal(*, entry_id: str, actual_cost: int) -> Exception:
 
 
 def _entry_commit_call(
-    *, entry_id: str, actual_cost: int, now: datetime, account_id: int | None, requested_actual: int | None = None
+    *,
+    entry_id: str,
+    actual_cost: int,
+    now: datetime,
+    account_id: int | None,
+    requested_actual: int | None = None,
+    usage: Usage | None = None,
 ) -> EntryResult:
     guard("cost_non_negative", 0 <= actual_cost <= MAX_AMOUNT, actual_cost=actual_cost)
     try:
@@ -353,6 +376,8 @@ def _entry_commit_call(
                 bool(settings.FINALIZE_URL),
                 requested_actual,
                 bool(settings.FINN_GUARD_BYPASS),
+                None if usage is None else usage.input_tokens,
+                None if usage is None else usage.output_tokens,
             ],
         )
     except _Refused as refused:

@@ -163,6 +163,11 @@ def _audit_transition(
         "estimated_cost": _money(entry.estimated_cost),
         "actual_cost": _money(entry.actual_cost),
     }
+    if entry.price_version is not None:  # as billing_audit_transition writes a metered entry's rows
+        payload["model"] = entry.model
+        payload["price_version"] = str(entry.price_version)
+    if entry.usage_input_tokens is not None:
+        payload["usage"] = {"input_tokens": entry.usage_input_tokens, "output_tokens": entry.usage_output_tokens}
     if extra:
         payload.update(extra)
     audit_append(

@@ -75,6 +75,7 @@ class InvokeOutput(serializers.Serializer):
     receipt = ReceiptOutput()
     payment_id = serializers.CharField()
     quote_id = serializers.CharField()
+    signed_receipt = serializers.CharField(help_text="compact JWS (ES256, kid in /.well-known/jwks.json)")
 
 
 class PackOutput(serializers.Serializer):
@@ -84,6 +85,7 @@ class PackOutput(serializers.Serializer):
     balance = serializers.DictField(child=serializers.IntegerField())
     payment_id = serializers.CharField()
     quote_id = serializers.CharField()
+    signed_receipt = serializers.CharField(help_text="compact JWS (ES256, kid in /.well-known/jwks.json)")
 
 
 def _payment_required(request: Request, quote: X402Quote) -> Response:

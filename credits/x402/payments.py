@@ -30,6 +30,7 @@ from billing import services as billing_services
 from billing.errors import InvalidTransition
 from credits.errors import SettlementInProgress, SettlementUnavailable, refuse
 from credits.models import X402Payment, X402Quote
+from credits.receipts import payment_receipt
 from credits.selectors import wallet_credit_balance
 from credits.x402 import settle as facilitator
 from credits.x402.credit_notes import _credit_consume, _credit_note_issue
@@ -221,6 +222,14 @@ def _payment_complete(
             if actual is None:
                 body["credit_note"] = receipt["credit_note"]
         body = {**body, "payment_id": payment.pk, "quote_id": quote.pk}
+        sequence = audit_append(
+            event_type="x402_payment_completed",
+            payload={"payment_id": payment.pk, "status": status, "credit_note_id": note.pk if note else None},
+            correlation_id=quote.pk,
+            now=completed_at,
+        )
+        # Stored with the answer: a replay answers the same receipt.
+        body["signed_receipt"] = payment_receipt(payment, quote, body.get("receipt"), audit_sequence=sequence)
         _move(
             payment_id,
             X402Payment.Status.SETTLED,
@@ -228,12 +237,6 @@ def _payment_complete(
             completed_at,
             response_status=status,
             response_body=body,
-        )
-        audit_append(
-            event_type="x402_payment_completed",
-            payload={"payment_id": payment.pk, "status": status, "credit_note_id": note.pk if note else None},
-            correlation_id=quote.pk,
-            now=completed_at,
         )
     return PaidAnswer(status, body, _response_headers(payment))
 

@@ -163,3 +163,20 @@ def test_a_stream_extends_its_hold_until_refused_then_commits_what_it_used(proxy
         assert (extended, hold.estimated_cost) == (3, 1_000_000)
         hold.commit(950_000)
     assert Account.objects.get(pk=customer.account.pk).available == 50_000
+
+
+def test_a_metered_call_is_priced_by_finn_and_a_lost_commit_answer_charges_once(proxy, customer) -> None:
+    # given: sonnet at 3 / 15 µUSD per token
+    with _client(proxy, customer.key) as finn:
+        held = finn.reserve_metered("claude-sonnet-4", input_tokens=1_000, max_output_tokens=500)
+        proxy.faults[("POST", "commit")] = ["drop"]
+        # when: the commit lands, its answer is lost, the client retries
+        result = finn.commit_usage(held.entry.id, input_tokens=900, output_tokens=120)
+    # then
+    assert (held.entry.estimated_cost, held.entry.model, held.entry.price_version is not None) == (
+        10_500, "claude-sonnet-4", True,
+    )  # fmt: skip
+    assert (result.entry.actual_cost, result.entry.usage) == (4_500, {"input_tokens": 900, "output_tokens": 120})
+    assert result.entry.price_version == held.entry.price_version
+    assert JournalEntry.objects.filter(billing_entry_id=held.entry.id, event_type="billing_commit").count() == 1
+    assert Account.objects.get(pk=customer.account.pk).available == 10_000_000 - 4_500

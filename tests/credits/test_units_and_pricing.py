@@ -13,7 +13,8 @@ from django.test import Client, override_settings
 
 from billing.units import Rounding, cu_to_micro_usd, micro_usd_to_cu, micro_usdc_to_micro_usd
 from credits.errors import UnknownModel
-from credits.pricing import compute_actual_cost, estimate_reserve_cost
+from credits.models import ModelPriceVersion
+from credits.pricing import compute_actual_cost, estimate_reserve_cost, pricing_seed
 from credits.pricing_config import PricingConfigError, parse_model_pricing
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,7 @@ def test_negative_amounts_are_refused() -> None:
         micro_usd_to_cu(-1, rounding=Rounding.FLOOR)
 
 
+@pytest.mark.django_db
 def test_reference_price_examples() -> None:
     assert estimate_reserve_cost(model="claude-sonnet-4", input_tokens=1000, max_output_tokens=500) == 10_500
     assert compute_actual_cost(model="gpt-4.1-mini", input_tokens=1000, output_tokens=300) == 880
@@ -52,6 +54,7 @@ def test_reference_price_examples() -> None:
     assert compute_actual_cost(model="gpt-4.1-mini", input_tokens=3, output_tokens=0) == 1
 
 
+@pytest.mark.django_db
 def test_unknown_model_lists_the_known_ones() -> None:
     with pytest.raises(UnknownModel) as info:
         estimate_reserve_cost(model="gpt-9", input_tokens=1, max_output_tokens=1)
@@ -97,22 +100,25 @@ def test_invalid_pricing_json_refuses_to_start(value: str) -> None:
 
 
 @pytest.mark.django_db
-@override_settings(MODEL_PRICING=parse_model_pricing({"tiny": {"input": "0.5", "output": 2}}))
 def test_models_endpoint_lists_prices() -> None:
+    # given: a model configured after the first migrate is seeded by the next one
+    with override_settings(MODEL_PRICING=parse_model_pricing({"tiny": {"input": "0.5", "output": 2}})):
+        pricing_seed()
+    version = ModelPriceVersion.objects.get(model="tiny")
     # when
     response = Client().get("/api/v1/models")
     # then
-    assert response.json() == {
-        "models": [
-            {
-                "model": "tiny",
-                "input_micro_usd_per_token": "0.5",
-                "output_micro_usd_per_token": "2",
-                "input_micro_usd_per_million_tokens": 500_000,
-                "output_micro_usd_per_million_tokens": 2_000_000,
-            }
-        ]
+    listed = {row["model"]: row for row in response.json()["models"]}
+    assert listed["tiny"] == {
+        "model": "tiny",
+        "input_micro_usd_per_token": "0.5",
+        "output_micro_usd_per_token": "2",
+        "input_micro_usd_per_million_tokens": 500_000,
+        "output_micro_usd_per_million_tokens": 2_000_000,
+        "price_version": version.pk,
+        "effective_from": "2000-01-01T00:00:00Z",
     }
+    assert {"claude-sonnet-4", "gpt-4.1-mini"} <= set(listed)
 
 
 @pytest.mark.django_db
@@ -136,7 +142,13 @@ def test_estimate_endpoint_and_unknown_model(make_account) -> None:
         content_type="application/json",
     )
     # then
-    assert ok.json() == {"model": "claude-sonnet-4", "estimated_cost": 10_500, "estimated_cost_cu": 2}
+    version = ModelPriceVersion.objects.get(model="claude-sonnet-4").pk
+    assert ok.json() == {
+        "model": "claude-sonnet-4",
+        "estimated_cost": 10_500,
+        "estimated_cost_cu": 2,
+        "price_version": version,
+    }
     assert unknown.status_code == 400
     assert unknown.json()["code"] == "unknown_model"
     assert "gpt-4.1" in unknown.json()["known_models"]

@@ -19,7 +19,9 @@ from credits.selectors import wallet_credit_balance
 from credits.x402.credit_notes import apply_credit_notes, credit_notes_expire
 from credits.x402.protocol import CREDIT_CAP_MICRO_USDC
 from credits.x402.settle import settlement_breaker
+from finn.models import AuditEvent
 from tests.conftest import run_threads
+from tests.credits.test_receipts import verify_offline
 from tests.fakes import Facilitator, fake_facilitator
 
 from .x402_helpers import OTHER_KEY, PAY_TO, PAYER, X402_SETTINGS, pay_v2, unb64
@@ -144,6 +146,16 @@ def test_a_signed_payment_settles_once_answers_and_issues_the_credit_note(facili
         sum(usdc.filter(account_id=system_account_id(TREASURY_USDC_RECEIVED)).values_list("delta", flat=True)) == -144
     )
     assert sum(usdc.filter(account_id=system_account_id(SYSTEM_CREDIT_NOTES)).values_list("delta", flat=True)) == 132
+    # the signed receipt of the payment and its credit note, verified with another JOSE library
+    claims = verify_offline(body["signed_receipt"], Client().get("/.well-known/jwks.json").json())
+    assert (claims["kind"], claims["payment_id"], claims["payer"], claims["currency_unit"]) == (
+        "x402_payment", payment.pk, PAYER, "micro_usdc",
+    )  # fmt: skip
+    assert claims["amounts"] == {"paid": 144, "quoted": 144, "credit_applied": 0, "actual": 12}
+    assert claims["credit_note"] == body["receipt"]["credit_note"]
+    assert claims["tx_hash"] == settle["transaction"]
+    completed = AuditEvent.objects.get(event_type="x402_payment_completed")
+    assert claims["audit"]["sequence"] == completed.sequence
 
 
 @pytest.mark.django_db

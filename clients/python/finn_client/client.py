@@ -52,6 +52,9 @@ class Entry:
     expires_at: str
     release_reason: str
     raw: dict[str, Any]
+    model: str | None = None  # metered entries: the model and price version the hold was priced at
+    price_version: int | None = None
+    usage: dict[str, int] | None = None
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> Entry:
@@ -59,7 +62,8 @@ class Entry:
             id=data["id"], state=data["state"], estimated_cost=int(data["estimated_cost"]),
             actual_cost=None if data.get("actual_cost") is None else int(data["actual_cost"]),
             correlation_id=data.get("correlation_id", ""), expires_at=data.get("expires_at", ""),
-            release_reason=data.get("release_reason", ""), raw=data,
+            release_reason=data.get("release_reason", ""), raw=data, model=data.get("model"),
+            price_version=data.get("price_version"), usage=data.get("usage"),
         )  # fmt: skip
 
 
@@ -145,8 +149,28 @@ class Finn:
     ) -> Result:
         """Hold ``estimated_cost`` µUSD. One Idempotency-Key for every try: at most one hold."""
         _check_amount(estimated_cost, "estimated_cost", minimum=1)
+        return self._reserve({"estimated_cost": estimated_cost}, correlation_id, ttl_seconds, idempotency_key)
+
+    def reserve_metered(
+        self,
+        model: str,
+        *,
+        input_tokens: int,
+        max_output_tokens: int,
+        correlation_id: str | None = None,
+        ttl_seconds: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> Result:
+        """Hold what the call can cost at ``model``'s price now; commit_usage then charges at that price."""
+        _check_amount(input_tokens, "input_tokens", minimum=0)
+        _check_amount(max_output_tokens, "max_output_tokens", minimum=1)
+        body = {"model": model, "input_tokens": input_tokens, "max_output_tokens": max_output_tokens}
+        return self._reserve(body, correlation_id, ttl_seconds, idempotency_key)
+
+    def _reserve(
+        self, body: dict[str, Any], correlation_id: str | None, ttl_seconds: int | None, idempotency_key: str | None
+    ) -> Result:
         key = idempotency_key or f"finn-client-{uuid.uuid4()}"
-        body: dict[str, Any] = {"estimated_cost": estimated_cost}
         if correlation_id:
             body["correlation_id"] = correlation_id
         if ttl_seconds:
@@ -160,6 +184,13 @@ class Finn:
         """Charge ``actual_cost``; the rest of the hold returns. A retry that finds it committed succeeds."""
         _check_amount(actual_cost, "actual_cost", minimum=0)
         return self._settle(entry_id, "commit", {"actual_cost": actual_cost}, done="COMMITTED", actual=actual_cost)
+
+    def commit_usage(self, entry_id: str, *, input_tokens: int, output_tokens: int) -> Result:
+        """Charge a metered entry's usage at the price version it was reserved at (finn does the pricing)."""
+        _check_amount(input_tokens, "input_tokens", minimum=0)
+        _check_amount(output_tokens, "output_tokens", minimum=0)
+        usage = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+        return self._settle(entry_id, "commit", {"usage": usage}, done="COMMITTED", actual=None, usage=usage)
 
     def extend(self, entry_id: str, additional_cost: int, *, ttl_seconds: int | None = None) -> Result:
         """Grow a held reserve (a stream running past its estimate). One Idempotency-Key for every try."""
@@ -180,7 +211,16 @@ class Finn:
         """Give the whole hold back (``pre_stream_failure``, ``user_cancel`` or ``reserve_expired``)."""
         return self._settle(entry_id, "release", {"reason": reason}, done="RELEASED", actual=None)
 
-    def _settle(self, entry_id: str, action: str, body: dict[str, Any], *, done: str, actual: int | None) -> Result:
+    def _settle(
+        self,
+        entry_id: str,
+        action: str,
+        body: dict[str, Any],
+        *,
+        done: str,
+        actual: int | None,
+        usage: dict[str, int] | None = None,
+    ) -> Result:
         tried = False
 
         def call() -> dict[str, Any]:
@@ -194,7 +234,8 @@ class Finn:
                 data = self._once("GET", f"billing/entries/{entry_id}")
                 entry = Entry.of(data["entry"])
                 later = done == "COMMITTED" and entry.state.startswith("FINALIZE")
-                if (entry.state == done or later) and (actual is None or entry.actual_cost == actual):
+                same = (actual is None or entry.actual_cost == actual) and (usage is None or entry.usage == usage)
+                if (entry.state == done or later) and same:
                     return {**data, "_replayed": True}
                 raise
             finally:
