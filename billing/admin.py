@@ -31,6 +31,7 @@ from billing.models import (
     FinalizeDeadLetter,
     JournalEntry,
     Posting,
+    SpendPolicy,
     Subscription,
     WebhookDelivery,
     WebhookEndpoint,
@@ -38,8 +39,15 @@ from billing.models import (
 from billing.states import EntryState
 from billing.units import format_amount
 from finn import clock
-from finn.admin_base import ConfirmRow, ReadOnlyAdmin, confirm_with_reason
+from finn.admin_base import (
+    ConfirmRow,
+    ReadOnlyAdmin,
+    SecondFactorEditsMixin,
+    confirm_with_reason,
+    require_second_factor,
+)
 from finn.errors import DomainError
+from finn.second_factor import admin_audit_context
 
 
 def _table(headers: list[str], rows: list[tuple[Any, ...]], empty: str) -> SafeString:
@@ -477,3 +485,41 @@ class WebhookDeliveryAdmin(ReadOnlyAdmin[WebhookDelivery]):
             ),
             noun=("delivery", "deliveries"),
         )
+
+
+@admin.register(SpendPolicy)
+class SpendPolicyAdmin(SecondFactorEditsMixin, admin.ModelAdmin[SpendPolicy]):
+    """An agent's budget policy; saved through the audited service (empty models: any model)."""
+
+    list_display = ["account", "per_request_max", "hourly_spend_limit", "hourly_request_limit", "allowed_models",
+                    "updated_by", "updated_at"]  # fmt: skip
+    fields = ["account", "per_request_max", "hourly_spend_limit", "hourly_request_limit", "allowed_models"]
+    raw_id_fields = ["account"]
+    search_fields = ["=account__id"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: SpendPolicy | None = None) -> list[str]:
+        return [] if obj is None else ["account"]
+
+    def save_model(self, request: HttpRequest, obj: SpendPolicy, form: Any, change: bool) -> None:
+        require_second_factor(request, "billing.change_spendpolicy" if change else "billing.add_spendpolicy")
+        with admin_audit_context(request):
+            services.spend_policy_set(
+                account_id=obj.account_id,
+                per_request_max=obj.per_request_max,
+                hourly_spend_limit=obj.hourly_spend_limit,
+                hourly_request_limit=obj.hourly_request_limit,
+                allowed_models=obj.allowed_models or None,
+                actor=request.user.get_username(),
+                now=clock.now(),
+            )
+
+    def delete_model(self, request: HttpRequest, obj: SpendPolicy) -> None:
+        require_second_factor(request, "billing.delete_spendpolicy")
+        with admin_audit_context(request):
+            services.spend_policy_set(
+                account_id=obj.account_id, per_request_max=None, hourly_spend_limit=None, hourly_request_limit=None,
+                allowed_models=None, actor=request.user.get_username(), now=clock.now(),
+            )  # fmt: skip
+
+    def has_delete_permission(self, request: HttpRequest, obj: SpendPolicy | None = None) -> bool:
+        return obj is not None and super().has_delete_permission(request, obj)

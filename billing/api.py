@@ -182,7 +182,10 @@ class EntryExtendApi(APIView):
         request=ExtendInput,
         responses={
             200: EntryResultOutput,
-            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds, daily_cap_exceeded, account_frozen"),
+            402: OpenApiResponse(
+                ErrorSerializer,
+                description="insufficient_funds, daily_cap_exceeded, account_frozen, budget_policy_exceeded",
+            ),
             409: OpenApiResponse(ErrorSerializer, description="hold_expired or invalid_transition (no longer held)"),
             422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
             **ERRORS,

@@ -95,3 +95,16 @@ class PurchaseInProgress(Conflict):
     def __init__(self, message: str, **extra: object) -> None:
         super().__init__(message, **extra)
         self.headers["Retry-After"] = "1"
+
+
+class BudgetPolicyExceeded(DomainError):
+    """An agent's budget policy refuses this reserve or extend; ``rule`` names which, ``resets_at`` when it frees."""
+
+    code = "budget_policy_exceeded"
+    status = 402
+
+
+class BudgetPolicyRateLimited(BudgetPolicyExceeded):
+    """The agent's requests per rolling hour are used up (429 with Retry-After)."""
+
+    status = 429

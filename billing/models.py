@@ -167,6 +167,9 @@ class BillingEntry(models.Model):
         ]
         indexes = [
             models.Index(fields=["state", "expires_at"], name="billing_entry_state_exp_idx"),
+            # Estimate accuracy per model (credits.accuracy): metered entries only, so a raw
+            # reserve writes no entry into it.
+            models.Index(fields=["model", "created_at"], condition=~Q(model=""), name="billing_entry_model_idx"),
             models.Index(
                 fields=["next_attempt_at"],
                 condition=Q(state="FINALIZE_PENDING"),
@@ -256,6 +259,38 @@ class Posting(models.Model):
 
     def __str__(self) -> str:
         return f"{self.account_id}:{self.bucket} {self.delta:+d} {self.denomination}"
+
+
+class SpendPolicy(models.Model):
+    """An agent's budget rules beside its daily cap, checked in the reserve's own transaction.
+
+    Each rule is optional (NULL: no limit). The rolling hour is the last 3,600 s of the
+    account's entries by creation: a request is one reserve, its spend is its hold while held,
+    its actual cost once charged, nothing once released or voided.
+    """
+
+    account = models.OneToOneField(Account, on_delete=models.PROTECT, primary_key=True, related_name="spend_policy")
+    per_request_max = models.BigIntegerField(null=True, blank=True)  # µUSD one hold may reach (extends included)
+    hourly_spend_limit = models.BigIntegerField(null=True, blank=True)  # µUSD per rolling hour
+    hourly_request_limit = models.IntegerField(null=True, blank=True)  # reserves per rolling hour
+    # NULL: any model; otherwise only metered reserves of these models (a raw estimate is refused).
+    allowed_models = ArrayField(models.CharField(max_length=100), null=True, blank=True)
+    updated_at = models.DateTimeField()
+    updated_by = models.CharField(max_length=150)
+
+    class Meta:
+        verbose_name_plural = "spend policies"
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(per_request_max__isnull=True) | Q(per_request_max__gte=1))
+                & (Q(hourly_spend_limit__isnull=True) | Q(hourly_spend_limit__gte=1))
+                & (Q(hourly_request_limit__isnull=True) | Q(hourly_request_limit__gte=1)),
+                name="billing_spendpolicy_limits_positive",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"policy of account {self.account_id}"
 
 
 class DailySpend(models.Model):

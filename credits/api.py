@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import Any
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import serializers
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.errors import AccountNotFound
 from billing.selectors import agent_budget
+from billing.services import spend_policy_get, spend_policy_set
 from billing.units import Rounding, micro_usd_to_cu
+from credits.accuracy import model_accuracy
 from credits.metering import MAX_TOKENS
-from credits.models import WalletIdentity
+from credits.models import AgentWallet, WalletIdentity
 from credits.pricing import estimate_cost_at, model_names, model_price, model_prices
 from credits.pricing_config import PER_MILLION
 from credits.purchases import PACKS, purchase_credit_pack
@@ -30,6 +34,7 @@ from credits.siwe_message import MAX_MESSAGE_CHARS
 from credits.tokens import keyring
 from finn import clock
 from finn.auth import Principal
+from finn.errors import Forbidden, InvalidRequest
 from finn.fields import ErrorSerializer, StrictCharField, StrictIntegerField
 from finn.flags import require_feature
 from finn.ratelimit import ChallengeThrottle
@@ -343,3 +348,143 @@ class JwksApi(APIView):
     )
     def get(self, request: Request) -> Response:
         return Response(keyring().jwks(), headers={"Cache-Control": "public, max-age=300"})
+
+
+class ModelAccuracyApi(APIView):
+    class AccuracyOutput(serializers.Serializer):
+        model = serializers.CharField()
+        since = serializers.DateTimeField()
+        until = serializers.DateTimeField()
+        scope = serializers.CharField(help_text="'account' (the caller's entries) or 'all' (staff)")
+        commits = serializers.IntegerField(help_text="metered commits of the model reserved in the window")
+        ratio = serializers.DictField(
+            child=serializers.FloatField(allow_null=True), help_text="actual / hold: p50, p90, p99 (null: no commits)"
+        )
+        overcapture_rate = serializers.FloatField(allow_null=True, help_text="share of commits charged above the hold")
+        charged = serializers.IntegerField(help_text="µUSD charged by those commits")
+        held = serializers.IntegerField(help_text="µUSD their holds were")
+
+    @extend_schema(
+        operation_id="model_accuracy",
+        summary="How well holds fit actual costs for a model (size holds by it)",
+        parameters=[
+            OpenApiParameter("window_seconds", int, description="60 to 2,592,000; default 86,400"),
+            OpenApiParameter("account_id", int, description="staff: one account (default: every account)"),
+        ],
+        responses={
+            200: AccuracyOutput,
+            400: OpenApiResponse(ErrorSerializer, description="unknown_model or invalid_window"),
+            401: OpenApiResponse(ErrorSerializer, description="not_authenticated"),
+        },
+    )
+    def get(self, request: Request, model: str) -> Response:
+        principal = request.user
+        assert isinstance(principal, Principal)
+        model_price(model)  # 400 unknown_model
+        window = _int_param(request, "window_seconds", 86_400)
+        account_id = _int_param(request, "account_id", None) if principal.is_staff else principal.account_id
+        found = model_accuracy(model=model, now=clock.now(), window_seconds=window, account_id=account_id)
+        return Response(
+            {
+                "model": found.model,
+                "since": found.since,
+                "until": found.until,
+                "scope": "all" if account_id is None else "account",
+                "commits": found.commits,
+                "ratio": {"p50": found.p50, "p90": found.p90, "p99": found.p99},
+                "overcapture_rate": found.overcapture_rate,
+                "charged": found.charged,
+                "held": found.held,
+            }
+        )
+
+
+def _int_param(request: Request, name: str, default: int | None) -> Any:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit() or len(raw) > 12:
+        raise InvalidRequest(f"{name} must be a positive integer", reason=f"invalid_{name}")
+    return int(raw)
+
+
+def _agent_access(principal: Principal, account_id: int, *, write: bool) -> None:
+    """Staff, or the agent wallet's owner (signed in with the owner address, or that wallet's
+    account); the agent itself may read its policy, not change it. Others: 404."""
+    wallet = AgentWallet.objects.filter(account_id=account_id).values("owner_address").first()
+    if wallet is None:
+        raise AccountNotFound(f"agent {account_id} not found")
+    if principal.is_staff:
+        return
+    owner = wallet["owner_address"]
+    if (
+        principal.actor == owner
+        or WalletIdentity.objects.filter(account_id=principal.account_id, address=owner).exists()
+    ):
+        return
+    if principal.account_id == account_id:
+        if write:
+            raise Forbidden("an agent cannot change its own budget policy; its owner can")
+        return
+    raise AccountNotFound(f"agent {account_id} not found")
+
+
+class AgentPolicyApi(APIView):
+    class PolicySerializer(serializers.Serializer):
+        per_request_max = StrictIntegerField(
+            allow_null=True, min_value=1, help_text="µUSD one hold may reach (extends included); null: no limit"
+        )
+        hourly_spend_limit = StrictIntegerField(allow_null=True, min_value=1, help_text="µUSD per rolling hour")
+        hourly_request_limit = StrictIntegerField(
+            allow_null=True, min_value=1, max_value=2**31 - 1, help_text="reserves per rolling hour"
+        )
+        allowed_models = serializers.ListField(
+            child=StrictCharField(max_length=100),
+            allow_null=True,
+            max_length=100,
+            help_text="null: any model; a list: only metered reserves of these models",
+        )
+
+    class PolicyOutput(PolicySerializer):
+        account_id = serializers.IntegerField()
+
+    _responses = {
+        401: OpenApiResponse(ErrorSerializer, description="not_authenticated"),
+        404: OpenApiResponse(ErrorSerializer, description="account_not_found (no such agent, or not yours)"),
+    }
+
+    @extend_schema(
+        operation_id="agent_policy_get",
+        summary="An agent wallet's budget policy (beside its daily cap)",
+        responses={200: PolicyOutput, **_responses},
+    )
+    def get(self, request: Request, account_id: int) -> Response:
+        principal = request.user
+        assert isinstance(principal, Principal)
+        _agent_access(principal, account_id, write=False)
+        return Response(asdict(spend_policy_get(account_id=account_id)))
+
+    @extend_schema(
+        operation_id="agent_policy_set",
+        summary="Set an agent wallet's budget policy (its owner, or staff); every rule null removes it",
+        request=PolicySerializer,
+        responses={
+            200: PolicyOutput,
+            400: OpenApiResponse(ErrorSerializer, description="invalid_request"),
+            403: OpenApiResponse(ErrorSerializer, description="permission_denied (the agent itself)"),
+            **_responses,
+        },
+    )
+    def put(self, request: Request, account_id: int) -> Response:
+        principal = request.user
+        assert isinstance(principal, Principal)
+        _agent_access(principal, account_id, write=True)
+        serializer = self.PolicySerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        policy = spend_policy_set(
+            account_id=account_id,
+            actor=principal.actor or f"account:{principal.account_id}",
+            now=clock.now(),
+            **serializer.validated_data,
+        )
+        return Response(asdict(policy))

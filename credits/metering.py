@@ -14,6 +14,7 @@ from django.db import connection
 from billing import services
 from billing.errors import EntryNotFound
 from billing.results import EntryResult, Metering, Usage
+from credits.accuracy import accuracy_observe
 from credits.pricing import ModelPrice, actual_cost_at, estimate_cost_at, model_price
 from finn.errors import Conflict, InvalidRequest
 
@@ -74,7 +75,9 @@ def metered_commit(*, entry_id: str, usage: Usage, now: datetime, account_id: in
         raise NotMetered("this entry was reserved with a raw estimate: commit it with actual_cost")
     price = ModelPrice(row[1], int(row[2]), int(row[3]), int(row[0]))  # versions are never edited
     actual = actual_cost_at(price, input_tokens=usage.input_tokens, output_tokens=usage.output_tokens)
-    return services.entry_commit(entry_id=entry_id, actual_cost=actual, usage=usage, now=now, account_id=account_id)
+    result = services.entry_commit(entry_id=entry_id, actual_cost=actual, usage=usage, now=now, account_id=account_id)
+    accuracy_observe(model=price.model, actual=int(result.entry.actual_cost or 0), estimate=result.entry.estimated_cost)
+    return result
 
 
 class NotMetered(Conflict):

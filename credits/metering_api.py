@@ -97,7 +97,10 @@ class EntryReserveApi(APIView):
         parameters=[IDEMPOTENCY_KEY_PARAM],
         responses={
             201: EntryResultOutput,
-            402: OpenApiResponse(ErrorSerializer, description="insufficient_funds or finalize_backlog"),
+            402: OpenApiResponse(
+                ErrorSerializer,
+                description="insufficient_funds, finalize_backlog, daily_cap_exceeded, budget_policy_exceeded",
+            ),
             409: OpenApiResponse(ErrorSerializer, description="request_in_progress"),
             422: OpenApiResponse(ErrorSerializer, description="idempotency_mismatch"),
             **ERRORS,

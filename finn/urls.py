@@ -59,6 +59,7 @@ api_v1 = [
     path("onboarding/<str:session_id>/credits", nft_api.OnboardingCreditsApi.as_view(), name="onboarding-credits"),
     path("onboarding/<str:session_id>/complete", nft_api.OnboardingCompleteApi.as_view(), name="onboarding-complete"),
     path("models", credits_api.ModelListApi.as_view(), name="models"),
+    path("models/<path:model>/accuracy", credits_api.ModelAccuracyApi.as_view(), name="model-accuracy"),
     path("auth/nonce", credits_api.AuthNonceApi.as_view(), name="auth-nonce"),
     path("auth/verify", credits_api.AuthVerifyApi.as_view(), name="auth-verify"),
     path("auth/refresh", credits_api.AuthRefreshApi.as_view(), name="auth-refresh"),
@@ -66,6 +67,7 @@ api_v1 = [
     path("pricing/estimate", credits_api.EstimateApi.as_view(), name="pricing-estimate"),
     path("credits/purchase", credits_api.PurchaseApi.as_view(), name="credits-purchase"),
     path("agents/<int:account_id>/budget", credits_api.AgentBudgetApi.as_view(), name="agent-budget"),
+    path("agents/<int:account_id>/policy", credits_api.AgentPolicyApi.as_view(), name="agent-policy"),
     path("webhook-endpoints", outbound_api.WebhookEndpointsApi.as_view(), name="webhook-endpoints"),
     path("webhook-endpoints/<int:endpoint_id>", outbound_api.WebhookEndpointApi.as_view(), name="webhook-endpoint"),
     path(

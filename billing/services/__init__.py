@@ -8,6 +8,7 @@
 | ``entry_finalize`` | finalize states (pending, ack, fail, reschedule, escalate) and the one finalize enqueue |
 | ``holds`` | hold expiry (set-based, advisory-locked) |
 | ``daily_caps`` | agent wallets' daily caps and the low-balance event |
+| ``policies`` | agent budget policies (per request, per rolling hour, model allowlist) |
 | ``accounts`` | account creation, credit minted from the treasury, reserves frozen |
 | ``usdc`` | credit minted from USDC, x402 revenue and credit-note journals |
 | ``subscriptions`` | subscriptions changed by provider webhooks |
@@ -64,6 +65,7 @@ from billing.services.outbound import (
     endpoint_secret_rotate,
     outbound_events_record,
 )
+from billing.services.policies import Policy, spend_policy_get, spend_policy_set
 from billing.services.purchases import (
     BOOST_BUNDLE_CENTS,
     MICRO_USD_PER_CENT,
@@ -95,6 +97,7 @@ __all__ = [
     "AccountNotFound",
     "EntryResult",
     "OutboundEvent",
+    "Policy",
     "_post",
     "account_create",
     "account_credit_mint",
@@ -128,6 +131,8 @@ __all__ = [
     "ledger_check_record",
     "ledger_snapshot_record",
     "outbound_events_record",
+    "spend_policy_get",
+    "spend_policy_set",
     "subscription_apply",
     "subscription_payment",
     "system_account_cache_clear",

@@ -59,6 +59,7 @@ from billing.services.ledger import (
     system_account_id,
 )
 from billing.services.outbound import OutboundEvent, outbound_events_record
+from billing.services.policies import policy_refusal
 from billing.states import EntryState, ReleaseReason
 from finn.audit import canonical_json, payload_crc32
 from finn.errors import InvalidRequest
@@ -258,6 +259,8 @@ def entry_reserve(
             ) from None
         if refused.code == "daily_cap_exceeded":
             raise daily_cap_refusal(account_id=account_id, day=utc_day(now), what="reserve") from None
+        if refused.code == "policy_refused":
+            raise policy_refusal(refused.detail, now=now) from None
         if refused.code == "invariant_violation":
             _invariant(refused, account_id=account_id, estimate=estimated_cost)
         raise

@@ -20,12 +20,15 @@ from billing.metrics import counted
 from billing.models import BillingEntry, Bucket
 from billing.results import EntryResult
 from billing.services.daily_caps import _daily_count
-from billing.services.entries import _reserve_refusal
+from billing.services.entries import _call, _Refused, _reserve_refusal
 from billing.services.entry_state import _audit_transition, _finalize_exposure_limit
 from billing.services.ledger import _account_apply, _post, _validate_amount
+from billing.services.policies import policy_refusal
 from billing.states import EntryState
 from finn.errors import InvalidRequest
 from finn.guard import guard
+
+_POLICY_SQL = "SELECT billing_spend_policy_check(%s, %s, %s, %s, %s, %s, false)"
 
 
 @counted("extend")
@@ -76,6 +79,12 @@ def entry_extend(
     entry.estimated_cost += additional_cost
     entry.expires_at, entry.updated_at = expires_at, now
     entry.save(update_fields=["estimated_cost", "expires_at", "updated_at"])
+    try:  # the agent's budget policy, with the grown hold counted (the account row is locked)
+        _call(_POLICY_SQL, [entry.account_id, entry.id, entry.estimated_cost, additional_cost, entry.model, now])
+    except _Refused as refused:
+        if refused.code == "policy_refused":
+            raise policy_refusal(refused.detail, now=now) from None
+        raise
     _post(
         event_type="billing_reserve_extend",
         billing_entry_id=entry.id,
