@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from django.conf import settings
+
 from finn.errors import Conflict, DomainError, Forbidden, InvalidRequest
 from finn.flags import FeatureDisabled
 
@@ -121,6 +123,23 @@ class SettlementInProgress(Conflict):
     def __init__(self) -> None:
         super().__init__("this payment is being settled; retry shortly")
         self.headers["Retry-After"] = "2"
+
+
+class SettlementPending(Conflict):
+    """The facilitator was asked to settle and its answer was lost: the funds may have moved.
+
+    Never a 402 (a 402 would make a well-behaved client sign and pay again): present the same
+    payment again after Retry-After; finn resolves the outcome meanwhile.
+    """
+
+    code = "settlement_pending"
+
+    def __init__(self, payment_id: str) -> None:
+        super().__init__(
+            "the settlement's outcome is not known yet; present the same payment again (do not pay again)",
+            payment_id=payment_id,
+        )
+        self.headers["Retry-After"] = str(max(1, settings.X402_RESOLVE_LEASE_SECONDS))
 
 
 class SignInFailed(DomainError):

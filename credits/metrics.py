@@ -31,3 +31,14 @@ metered_commits_total = Counter(
     "Metered commits per model; outcome overcapture = charged above the hold.",
     ["model", "outcome"],
 )
+
+x402_settlements_resolved_total = Counter(
+    "finn_x402_settlements_resolved_total",
+    "x402 settlements of unknown outcome resolved: settled or not_settled.",
+    ["outcome"],
+)
+x402_settlements_pending = Gauge(
+    "finn_x402_settlements_pending",
+    "x402 payments whose settlement outcome is still unknown (last resolver run).",
+    multiprocess_mode="mostrecent",
+)

@@ -275,6 +275,10 @@ class X402Payment(models.Model):
 
     class Status(models.TextChoices):
         PENDING = "pending"  # being settled (exclusive)
+        # /settle was sent and its outcome is unknown (timeout, 5xx, garbage, "settlement_pending"):
+        # funds may have moved. Never answered with a fresh 402; resolved from the chain or by
+        # asking the facilitator again (x402_settlements_resolve) until validBefore has passed.
+        SETTLEMENT_PENDING = "settlement_pending"
         SETTLED = "settled"  # funds moved; journal written
         FAILED = "failed"  # settlement refused or unreachable; nothing moved; may be retried
         COMPLETED = "completed"  # the paid work is done and its answer stored
@@ -291,7 +295,12 @@ class X402Payment(models.Model):
     valid_after = models.BigIntegerField()
     valid_before = models.BigIntegerField()
     signature = models.CharField(max_length=300)
-    status = models.CharField(max_length=10, choices=Status.choices)
+    status = models.CharField(max_length=20, choices=Status.choices)
+    # The payment payload as presented (to ask the facilitator again while the outcome is unknown).
+    payload = models.JSONField(null=True, blank=True)
+    # Settled by the resolver while nobody waited: the next presentation of the same
+    # authorization is served (the paid work runs then).
+    awaiting_presentation = models.BooleanField(default=False)
     attempts = models.IntegerField(default=0)
     tx_hash = models.CharField(max_length=66, blank=True, default="")
     error = models.CharField(max_length=300, blank=True, default="")
@@ -303,6 +312,13 @@ class X402Payment(models.Model):
 
     class Meta:
         verbose_name = "x402 payment"
+        indexes = [
+            models.Index(
+                fields=["updated_at"],
+                condition=Q(status="settlement_pending") | Q(awaiting_presentation=True),
+                name="credits_x402_unresolved_idx",
+            ),
+        ]
         constraints = [
             models.UniqueConstraint(
                 fields=["network", "asset", "payer", "nonce"], name="credits_x402payment_authorization_uniq"

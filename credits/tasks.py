@@ -10,6 +10,7 @@ from credits.metrics import nonce_cleanup_failures_total, nonce_cleanup_last_suc
 from credits.purchases import purchase_reorg_check
 from credits.services import nonce_cleanup
 from credits.x402.credit_notes import credit_notes_expire
+from credits.x402.payments import x402_settlements_resolve
 from finn import clock
 
 logger = logging.getLogger(__name__)
@@ -38,3 +39,9 @@ def purchase_reorg_check_task() -> str:
 def credit_notes_expire_task() -> str:
     """Hourly: what is left of credit notes older than 7 days returns to revenue."""
     return f"expired {credit_notes_expire(now=clock.now())} credit notes"
+
+
+@shared_task(name="credits.tasks.x402_settlements_resolve_task")
+def x402_settlements_resolve_task() -> str:
+    """Every 30 s: x402 settlements whose answer was lost, resolved (a lease per payment: two runs at once are safe)."""
+    return f"x402 settlements: {x402_settlements_resolve(now=clock.now())}"

@@ -75,6 +75,12 @@ def beat_schedule(*, reconciliation_interval_seconds: int) -> dict[str, dict[str
             "schedule": crontab(minute=40),
             "options": {"expires": 30 * 60},
         },
+        # x402 settlements whose outcome is unknown: asked of the chain / the facilitator again.
+        "x402-settlements-resolve": {
+            "task": "credits.tasks.x402_settlements_resolve_task",
+            "schedule": timedelta(seconds=30),
+            "options": {"expires": 30},
+        },
         # Mints younger than an hour are re-checked for chain reorganisations.
         "purchase-reorg-check": {
             "task": "credits.tasks.purchase_reorg_check_task",

@@ -159,8 +159,14 @@ try:
     X402_PAY_TO = (env_str("X402_PAY_TO", "") or "").lower()
     X402_FACILITATOR_URL = (env_str("X402_FACILITATOR_URL", "") or "").rstrip("/")
     X402_FACILITATOR_TIMEOUT_SECONDS = env_int("X402_FACILITATOR_TIMEOUT_SECONDS", 10, minimum=1)
+    # A node of X402_NETWORK: settles the question of a settlement whose answer was lost.
+    X402_RPC_URL = env_str("X402_RPC_URL", RPC_PRIMARY_URL) or ""
+    # One resolver of an unknown settlement at a time, and the Retry-After its payer is told.
+    X402_RESOLVE_LEASE_SECONDS = env_int("X402_RESOLVE_LEASE_SECONDS", 15, minimum=0)
     # Largest payment accepted, µUSDC (100 USDC); 0 disables the ceiling.
     X402_MAX_PAYMENT_MICRO_USDC = env_int("X402_MAX_PAYMENT_MICRO_USDC", 100_000_000, minimum=0)
+    # A pay-per-request quote stays within the official x402 clients' default spend cap ($1).
+    X402_MAX_QUOTE_MICRO_USDC = env_int("X402_MAX_QUOTE_MICRO_USDC", 1_000_000, minimum=1)
     X402_MARKUP = Decimal(env_str("X402_MARKUP", "1.0") or "1.0")
     X402_QUOTE_TTL_SECONDS = env_int("X402_QUOTE_TTL_SECONDS", 300, minimum=30)
     X402_MAX_TIMEOUT_SECONDS = env_int("X402_MAX_TIMEOUT_SECONDS", 300, minimum=30)

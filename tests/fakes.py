@@ -135,12 +135,22 @@ def fake_json_rpc(answers: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 @dataclass
 class Facilitator:
-    """Behaviour of the fake x402 facilitator: ``mode`` is ok | refuse | http500 | garbage | slow."""
+    """Behaviour of the fake x402 facilitator: ``mode`` is ok | refuse | http500 | garbage | slow.
+
+    ``settle_mode`` is what ``/settle`` does once ``/verify`` passed: ``ok``; ``apply_then_500``,
+    ``apply_then_pending`` (x402's ``settlement_pending`` with the tx) and ``apply_then_slow`` move
+    the funds and lose the answer; ``lost_unapplied`` answers 500 without moving anything. Moved
+    funds are written to ``chain`` (nonce → tx hash) and ``transfers`` (tx → from, to, value): what
+    ``fake_chain`` serves. A nonce already on chain cannot move funds again.
+    """
 
     mode: str = "ok"
     delay_seconds: float = 0.0
+    settle_mode: str = "ok"
     verify_calls: list[dict[str, Any]] = field(default_factory=list)
     settle_calls: list[dict[str, Any]] = field(default_factory=list)
+    chain: dict[str, str] = field(default_factory=dict)
+    transfers: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     url: str = ""
 
 
@@ -190,7 +200,27 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
                     200, {"success": False, "errorReason": "transaction_failed", "transaction": "", "network": network}
                 )
                 return
-            tx = "0x" + hashlib.sha256(str(authorization.get("nonce")).encode()).hexdigest()
+            nonce = str(authorization.get("nonce")).lower()
+            tx = "0x" + hashlib.sha256(nonce.encode()).hexdigest()
+            mode = state.settle_mode
+            if mode == "lost_unapplied":
+                self._send_json(500, {"error": "boom"})
+                return
+            if nonce in state.chain:  # the token contract refuses a used authorization
+                self._send_json(200, {"success": False, "errorReason": "invalid_transaction_state",
+                                      "transaction": "", "network": network})  # fmt: skip
+                return
+            state.chain[nonce] = tx
+            state.transfers[tx] = (str(payer).lower(), str(authorization.get("to")).lower(), int(amount))
+            if mode == "apply_then_500":
+                self._send_json(502, {"error": "upstream timeout"})
+                return
+            if mode == "apply_then_pending":
+                self._send_json(200, {"success": False, "errorReason": "settlement_pending", "transaction": tx,
+                                      "network": network})  # fmt: skip
+                return
+            if mode == "apply_then_slow":
+                time.sleep(state.delay_seconds)
             self._send_json(
                 200, {"success": True, "transaction": tx, "network": network, "payer": payer, "amount": amount}
             )
@@ -198,6 +228,46 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
     with _serving(Handler) as base:
         state.url = base
         yield state
+
+
+@contextmanager
+def fake_chain(facilitator: Facilitator, *, down: bool = False) -> Iterator[dict[str, Any]]:
+    """A node of the chain the fake facilitator settles on: EIP-3009 authorizationState, the
+    AuthorizationUsed log of a used nonce, and the Transfer log of its transaction."""
+    from credits.x402.onchain import AUTHORIZATION_STATE, AUTHORIZATION_USED, TRANSFER
+
+    def word(value: str) -> str:
+        return "0x" + value.lower().removeprefix("0x").rjust(64, "0")
+
+    def eth_call(params: list[Any]) -> str:
+        data = str(params[0]["data"]).lower()
+        assert data.startswith(AUTHORIZATION_STATE)
+        nonce = "0x" + data[len(AUTHORIZATION_STATE) + 64 :]
+        return word("1" if nonce in facilitator.chain else "0")
+
+    def get_logs(params: list[Any]) -> list[dict[str, Any]]:
+        topics = params[0]["topics"]
+        assert topics[0] == AUTHORIZATION_USED
+        tx = facilitator.chain.get(str(topics[2]).lower())
+        return [] if tx is None else [{"transactionHash": tx, "topics": topics, "data": "0x"}]
+
+    def receipt(params: list[Any]) -> dict[str, Any] | None:
+        moved = facilitator.transfers.get(str(params[0]).lower())
+        if moved is None:
+            return None
+        source, target, value = moved
+        log = {"address": _ASSET, "topics": [TRANSFER, word(source), word(target)], "data": hex(value)}
+        return {"status": "0x1", "logs": [log]}
+
+    answers: dict[str, Any] = {} if down else {
+        "eth_call": eth_call, "eth_blockNumber": "0x100", "eth_getLogs": get_logs,
+        "eth_getTransactionReceipt": receipt,
+    }  # fmt: skip
+    with fake_json_rpc(answers) as node:
+        yield node
+
+
+_ASSET = "0x036cbd53842c5426634e7929541ec2318f3dcf7e"  # USDC on Base Sepolia (the x402 test network)
 
 
 @dataclass

@@ -55,7 +55,9 @@ _RESPONSES = {
         ErrorSerializer, description="payment_required (with the quote) or a refusal code (quote_not_found, ...)"
     ),
     404: OpenApiResponse(ErrorSerializer, description="feature_disabled (x402 is turned off)"),
-    409: OpenApiResponse(ErrorSerializer, description="settlement_in_progress"),
+    409: OpenApiResponse(
+        ErrorSerializer, description="settlement_in_progress, settlement_pending (present the same payment again)"
+    ),
     429: OpenApiResponse(ErrorSerializer, description="rate_limited"),
     503: OpenApiResponse(ErrorSerializer, description="settlement_unavailable, verification_queue_full"),
 }
@@ -172,6 +174,13 @@ class X402InvokeApi(APIView):
             price, input_tokens=inference.input_tokens_bound(data["prompt"]), max_output_tokens=max_tokens
         )
         gross = micro_usd_to_micro_usdc(_markup(estimate), rounding=Rounding.CEIL)
+        if gross > settings.X402_MAX_QUOTE_MICRO_USDC:  # standard clients refuse more than $1 by default
+            raise InvalidRequest(
+                f"this call could cost {gross} µUSDC, above the {settings.X402_MAX_QUOTE_MICRO_USDC} a pay-per-request"
+                " quote may ask; shorten the prompt or lower max_tokens",
+                reason="quote_too_large",
+                quote_limit=settings.X402_MAX_QUOTE_MICRO_USDC,
+            )
 
         def work(payment: X402Payment, quote: X402Quote) -> tuple[int, dict[str, Any], int | None]:
             try:

@@ -17,21 +17,25 @@ a ``failed`` settlement (nothing moved) may be retried; nothing settles twice.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from ulid import ULID
 
 from billing import services as billing_services
 from billing.errors import InvalidTransition
-from credits.errors import SettlementInProgress, SettlementUnavailable, refuse
+from credits.errors import SettlementInProgress, SettlementPending, SettlementUnavailable, refuse
+from credits.metrics import x402_settlements_pending, x402_settlements_resolved_total
 from credits.models import X402Payment, X402Quote
 from credits.receipts import payment_receipt
 from credits.selectors import wallet_credit_balance
+from credits.x402 import onchain
 from credits.x402 import settle as facilitator
 from credits.x402.credit_notes import _credit_consume, _credit_note_issue
 from credits.x402.protocol import (
@@ -48,6 +52,7 @@ from finn.db import violates
 from finn.guard import guard
 from finn.tracing import span
 
+logger = logging.getLogger(__name__)
 STALE_SETTLED_SECONDS = 120  # a settled payment without an answer this old: the worker died mid-call
 
 
@@ -87,6 +92,7 @@ def _payment_record(decoded: DecodedPayment, quote: X402Quote, *, now: datetime)
             valid_after=auth.valid_after,
             valid_before=auth.valid_before,
             signature=auth.signature,
+            payload=decoded.raw,
             status=X402Payment.Status.PENDING,
             attempts=1,
             created_at=now,
@@ -108,7 +114,15 @@ def _move(payment_id: str, source: str, target: str, now: datetime, **fields: An
     )
 
 
-def _payment_settled(payment: X402Payment, quote: X402Quote, *, tx_hash: str, now: datetime) -> None:
+def _payment_settled(
+    payment: X402Payment,
+    quote: X402Quote,
+    *,
+    tx_hash: str,
+    now: datetime,
+    source: str = X402Payment.Status.PENDING,
+    awaiting_presentation: bool = False,
+) -> None:
     """Funds moved: status, tx hash and the journal together (credit pack: the mint)."""
     with span("billing.finalize", payment_id=payment.pk), transaction.atomic(durable=True):
         if quote.purpose == X402Quote.Purpose.CREDIT_PACK:
@@ -145,12 +159,13 @@ def _payment_settled(payment: X402Payment, quote: X402Quote, *, tx_hash: str, no
                 )
         if not _move(
             payment.pk,
-            X402Payment.Status.PENDING,
+            source,
             X402Payment.Status.SETTLED,
             now,
             tx_hash=tx_hash,
             journal_entry_id=journal_id,
             error="",
+            awaiting_presentation=awaiting_presentation,
         ):
             raise InvalidTransition(payment.status, X402Payment.Status.SETTLED)
         audit_append(
@@ -250,6 +265,9 @@ def _settle(payment: X402Payment, quote: X402Quote, raw_payload: dict[str, Any],
     if outcome.settled:
         _payment_settled(payment, quote, tx_hash=outcome.tx_hash, now=clock.now())
         return
+    if outcome.unknown:  # funds may have moved: never FAILED (a retry would be answered with a fresh 402)
+        settlement_unknown_record(payment, quote, outcome, now=clock.now())
+        raise SettlementPending(payment.pk)
     _move(payment.pk, X402Payment.Status.PENDING, X402Payment.Status.FAILED, clock.now(), error=outcome.reason[:300])
     if not settings.X402_FACILITATOR_URL or outcome.reason == "facilitator circuit open":
         raise SettlementUnavailable(f"payment settlement is unavailable ({outcome.reason}); retry later")
@@ -297,6 +315,18 @@ def x402_pay(
                     )
                 if payment.status == X402Payment.Status.PENDING:
                     raise SettlementInProgress()
+                if payment.status == X402Payment.Status.SETTLEMENT_PENDING:
+                    # Resolve it now if this presentation wins the lease; serve once it settled.
+                    if x402_settlement_resolve(payment.pk, now=clock.now(), serving=True) != "settled":
+                        raise SettlementPending(payment.pk)
+                    return _payment_complete(payment.pk, work=work, now=now)
+                if payment.status == X402Payment.Status.SETTLED and payment.awaiting_presentation:
+                    # Settled by the resolver while nobody waited: this presentation is served (once).
+                    if not X402Payment.objects.filter(pk=payment.pk, awaiting_presentation=True).update(
+                        awaiting_presentation=False, updated_at=clock.now()
+                    ):
+                        raise SettlementInProgress()
+                    return _payment_complete(payment.pk, work=work, now=now)
                 if payment.status == X402Payment.Status.SETTLED:
                     if (now - payment.updated_at).total_seconds() < STALE_SETTLED_SECONDS:
                         raise SettlementInProgress()
@@ -322,3 +352,145 @@ def _failed_work() -> tuple[int, dict[str, Any], int | None]:
         {"error": "Inference failed after settlement. A credit note has been issued.", "code": "inference_failed"},
         None,
     )
+
+
+def settlement_unknown_record(payment: X402Payment, quote: X402Quote, outcome: Any, *, now: datetime) -> None:
+    """PENDING → SETTLEMENT_PENDING, with the facilitator's tx hash when it named one; audited."""
+    with transaction.atomic(durable=True):
+        if not _move(
+            payment.pk,
+            X402Payment.Status.PENDING,
+            X402Payment.Status.SETTLEMENT_PENDING,
+            now,
+            error=outcome.reason[:300],
+            tx_hash=outcome.tx_hash,
+        ):
+            raise InvalidTransition(payment.status, X402Payment.Status.SETTLEMENT_PENDING)
+        audit_append(
+            event_type="x402_settlement_unknown",
+            payload={"payment_id": payment.pk, "reason": outcome.reason, "tx_hash": outcome.tx_hash or None},
+            correlation_id=quote.pk,
+            now=now,
+        )
+
+
+# --- settlements whose outcome is unknown ---------------------------------------------------
+
+FINALITY_SECONDS = 120  # after validBefore, a transfer not on chain this long after can never land
+UNCLAIMED_SECONDS = 3600  # settled by the resolver and never presented again: refunded as a credit note
+
+
+def _lease(payment_id: str, now: datetime) -> bool:
+    """Take the payment for one resolution (a compare-and-set on updated_at; safe on every node)."""
+    return bool(
+        X402Payment.objects.filter(
+            pk=payment_id,
+            status=X402Payment.Status.SETTLEMENT_PENDING,
+            updated_at__lte=now - timedelta(seconds=settings.X402_RESOLVE_LEASE_SECONDS),
+        ).update(updated_at=now, attempts=F("attempts") + 1)
+    )
+
+
+def _resolved(payment: X402Payment, quote: X402Quote, outcome: str, now: datetime, **details: Any) -> str:
+    audit_append(
+        event_type="x402_settlement_resolved",
+        payload={"payment_id": payment.pk, "outcome": outcome, **details},
+        correlation_id=quote.pk,
+        now=now,
+    )
+    x402_settlements_resolved_total.labels(outcome=outcome).inc()
+    return outcome
+
+
+def x402_settlement_resolve(payment_id: str, *, now: datetime, serving: bool = False) -> str:
+    """Settle the question of one SETTLEMENT_PENDING payment: ``settled``, ``not_settled`` or ``pending``.
+
+    The chain first (was the authorization used, in which transaction, moving what); then, while
+    the authorization is still valid and nothing is on chain, the facilitator is asked again (the
+    same authorization cannot move funds twice: its nonce). ``not_settled`` only once validBefore
+    (+ finality) has passed with the authorization unused. ``serving``: the payer is presenting
+    the payment now and will be served; otherwise the next presentation is.
+    """
+    if not _lease(payment_id, now):
+        return "pending"
+    payment = X402Payment.objects.select_related("quote").get(pk=payment_id)
+    quote = payment.quote
+    expired = now.timestamp() >= payment.valid_before + FINALITY_SECONDS
+    used = onchain.authorization_used(asset=payment.asset, payer=payment.payer, nonce=payment.nonce)
+    if used:
+        tx = payment.tx_hash or onchain.authorization_transaction(
+            asset=payment.asset, payer=payment.payer, nonce=payment.nonce,
+            age_seconds=(now - payment.created_at).total_seconds(),
+        )  # fmt: skip
+        moved = tx and onchain.transfer_matches(
+            tx_hash=tx, asset=payment.asset, payer=payment.payer, pay_to=payment.pay_to, value=payment.amount
+        )
+        if not moved:  # used, but not (yet) found as this transfer: ask again later
+            logger.warning("x402 settlement: authorization used, transfer not found", extra={"payment_id": payment_id})
+            return "pending"
+        return _settle_resolved(payment, quote, str(tx), now=now, serving=serving, via="chain")
+    if used is False and expired:
+        with transaction.atomic(durable=True):
+            if not _move(payment.pk, X402Payment.Status.SETTLEMENT_PENDING, X402Payment.Status.FAILED, now,
+                         error="authorization expired unused (checked on chain)"):  # fmt: skip
+                return "pending"
+            return _resolved(payment, quote, "not_settled", now)
+    if now.timestamp() < payment.valid_before and payment.payload:
+        outcome = facilitator.settle(
+            x402_version=payment.x402_version,
+            payment_payload=payment.payload,
+            requirements=_requirement_dict(quote, payment.x402_version),
+        )
+        if outcome.settled:
+            return _settle_resolved(payment, quote, outcome.tx_hash, now=now, serving=serving, via="facilitator")
+    if expired and used is None:
+        logger.error("x402 settlement unknown past validBefore and the chain cannot be asked: finance must resolve it",
+                     extra={"payment_id": payment_id})  # fmt: skip
+    return "pending"
+
+
+def _settle_resolved(
+    payment: X402Payment, quote: X402Quote, tx_hash: str, *, now: datetime, serving: bool, via: str
+) -> str:
+    _payment_settled(
+        payment, quote, tx_hash=tx_hash, now=now,
+        source=X402Payment.Status.SETTLEMENT_PENDING, awaiting_presentation=not serving,
+    )  # fmt: skip
+    with transaction.atomic(durable=True):
+        return _resolved(payment, quote, "settled", now, tx_hash=tx_hash, via=via)
+
+
+def x402_settlements_resolve(*, now: datetime, limit: int = 100) -> dict[str, int]:
+    """The beat job: resolve due unknown settlements; refund (credit note) settled ones never presented again."""
+    counts = {"settled": 0, "not_settled": 0, "pending": 0, "unclaimed": 0}
+    due = (
+        X402Payment.objects.filter(
+            status=X402Payment.Status.SETTLEMENT_PENDING,
+            updated_at__lte=now - timedelta(seconds=settings.X402_RESOLVE_LEASE_SECONDS),
+        )
+        .order_by("updated_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for payment_id in due:
+        counts[x402_settlement_resolve(payment_id, now=now)] += 1
+    unclaimed = X402Payment.objects.filter(
+        status=X402Payment.Status.SETTLED, awaiting_presentation=True,
+        updated_at__lte=now - timedelta(seconds=UNCLAIMED_SECONDS),
+    ).values_list("pk", flat=True)[:limit]  # fmt: skip
+    for payment_id in unclaimed:
+        if X402Payment.objects.filter(pk=payment_id, awaiting_presentation=True).update(awaiting_presentation=False):
+            _payment_complete(payment_id, work=lambda p, q: _unclaimed_work(q), now=now)
+            counts["unclaimed"] += 1
+    x402_settlements_pending.set(X402Payment.objects.filter(status=X402Payment.Status.SETTLEMENT_PENDING).count())
+    return counts
+
+
+def _unclaimed_work(quote: X402Quote) -> tuple[int, dict[str, Any], int | None]:
+    if quote.purpose == X402Quote.Purpose.CREDIT_PACK:  # minted when it settled: nothing is owed
+        return 200, {"status": "credited", "pack_size": quote.pack_size}, quote.gross_amount
+    return (
+        410,
+        {"error": "The payment settled but was not presented again; a credit note has been issued.",
+         "code": "payment_unclaimed"},
+        None,
+    )  # fmt: skip

@@ -35,12 +35,19 @@ def settlement_breaker() -> CircuitBreaker:
 
 @dataclass(frozen=True)
 class SettleOutcome:
-    """``settled`` with a tx hash; or refused (``reason``); or ``unavailable`` (nothing known to have moved)."""
+    """``settled`` with a tx hash; or refused (``reason``); or ``unavailable`` (``/settle`` was not sent:
+    nothing moved); or ``unknown`` (``/settle`` was sent and its answer is lost, garbage, a 5xx, or the
+    facilitator's own ``settlement_pending``: funds may have moved; ``tx_hash`` when it named one)."""
 
     settled: bool
     tx_hash: str = ""
     reason: str = ""
     unavailable: bool = False
+    unknown: bool = False
+
+
+# The facilitator broadcast a transaction and could not confirm it (x402's ERR_SETTLEMENT_PENDING).
+FACILITATOR_PENDING = "settlement_pending"
 
 
 class _Garbage(Exception):
@@ -71,6 +78,7 @@ def settle(*, x402_version: int, payment_payload: dict[str, Any], requirements: 
     if not admission.allowed:
         return SettleOutcome(settled=False, reason="facilitator circuit open", unavailable=True)
     body = {"x402Version": x402_version, "paymentPayload": payment_payload, "paymentRequirements": requirements}
+    sent_settle = False
     try:
         verified = _post("/verify", body)
         if not isinstance(verified.get("isValid"), bool):
@@ -78,18 +86,34 @@ def settle(*, x402_version: int, payment_payload: dict[str, Any], requirements: 
         if not verified["isValid"]:
             breaker.record_success()
             return SettleOutcome(settled=False, reason=str(verified.get("invalidReason") or "invalid")[:200])
-        settled = _post("/settle", body)
+        sent_settle = True
+        try:
+            settled = _post("/settle", body)
+        except httpx.ConnectError:
+            sent_settle = False  # the connection was refused: the request never left
+            raise
         if not isinstance(settled.get("success"), bool):
             raise _Garbage("/settle: no success")
         if not settled["success"]:
             breaker.record_success()
-            return SettleOutcome(settled=False, reason=str(settled.get("errorReason") or "settlement refused")[:200])
-        tx_hash = settled.get("transaction")
-        if not isinstance(tx_hash, str) or not _TX_HASH.match(tx_hash):
+            reason = str(settled.get("errorReason") or "settlement refused")[:200]
+            if reason == FACILITATOR_PENDING:
+                return SettleOutcome(settled=False, reason=reason, unknown=True, tx_hash=_tx(settled))
+            return SettleOutcome(settled=False, reason=reason)
+        tx_hash = _tx(settled)
+        if not tx_hash:
             raise _Garbage("/settle: success without a transaction hash")
     except (httpx.HTTPError, _Garbage) as exc:
         state = breaker.record_failure()
         logger.warning("x402 facilitator error", extra={"error": f"{type(exc).__name__}: {exc}"[:200], "state": state})
-        return SettleOutcome(settled=False, reason=f"facilitator error: {type(exc).__name__}", unavailable=True)
+        reason = f"facilitator error: {type(exc).__name__}"
+        if sent_settle:  # the facilitator may have broadcast the transfer: the outcome is unknown
+            return SettleOutcome(settled=False, reason=reason, unknown=True)
+        return SettleOutcome(settled=False, reason=reason, unavailable=True)
     breaker.record_success()
-    return SettleOutcome(settled=True, tx_hash=tx_hash.lower())
+    return SettleOutcome(settled=True, tx_hash=tx_hash)
+
+
+def _tx(answer: dict[str, Any]) -> str:
+    tx_hash = answer.get("transaction")
+    return tx_hash.lower() if isinstance(tx_hash, str) and _TX_HASH.match(tx_hash) else ""
