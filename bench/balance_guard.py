@@ -32,8 +32,8 @@ PSQL = ["psql", "-h", "127.0.0.1", "-U", "postgres", "-v", "ON_ERROR_STOP=1", "-
 SCRIPT = """\\set a random({first}, {last})
 SELECT '0' || upper(substr(md5(random()::text || clock_timestamp()::text), 1, 25)) AS eid \\gset
 SELECT 1 FROM billing_entry_reserve(:eid, :a, 'bench', 1000, 100, 1.0, now(), now() + interval '300 s', NULL,
-  9223372036854775807, '{{}}', '00000000', false);
-SELECT 1 FROM billing_entry_commit(:eid, :a, 600, now(), {revenue}, false, NULL, false);
+  9223372036854775807, '{{}}', '00000000', false, '', NULL);
+SELECT 1 FROM billing_entry_commit(:eid, :a, 600, now(), {revenue}, false, NULL, false, NULL, NULL);
 """
 
 GUARD_OFF = """

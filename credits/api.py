@@ -12,6 +12,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from billing.api import principal_of
 from billing.errors import AccountNotFound
 from billing.selectors import agent_budget
 from billing.services import spend_policy_get, spend_policy_set
@@ -378,8 +379,7 @@ class ModelAccuracyApi(APIView):
         },
     )
     def get(self, request: Request, model: str) -> Response:
-        principal = request.user
-        assert isinstance(principal, Principal)
+        principal = principal_of(request)
         model_price(model)  # 400 unknown_model
         window = _int_param(request, "window_seconds", 86_400)
         account_id = _int_param(request, "account_id", None) if principal.is_staff else principal.account_id
@@ -459,8 +459,7 @@ class AgentPolicyApi(APIView):
         responses={200: PolicyOutput, **_responses},
     )
     def get(self, request: Request, account_id: int) -> Response:
-        principal = request.user
-        assert isinstance(principal, Principal)
+        principal = principal_of(request)
         _agent_access(principal, account_id, write=False)
         return Response(asdict(spend_policy_get(account_id=account_id)))
 
@@ -476,8 +475,7 @@ class AgentPolicyApi(APIView):
         },
     )
     def put(self, request: Request, account_id: int) -> Response:
-        principal = request.user
-        assert isinstance(principal, Principal)
+        principal = principal_of(request)
         _agent_access(principal, account_id, write=True)
         serializer = self.PolicySerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
