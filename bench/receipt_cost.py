@@ -5,8 +5,8 @@
 
 Builds its own database (``finn_bench_receipts``, migrated, one funded account), then for
 ``--count`` billed requests times ``entry_reserve`` + ``entry_commit`` (the services the API calls)
-and, separately, ``entry_receipt`` of each committed entry (one indexed audit query, the chain head
-cached for 5 s, an ES256 signature). Single thread: the figures are per-request latency, and the
+and, separately, ``entry_receipt`` of each committed entry as the commit view makes it (the audit
+sequence the commit answered, the chain head cached for 5 s, an ES256 signature). Single thread: the figures are per-request latency, and the
 receipt's share of a billed request. The database's own limit (``bench/anchor/raw_anchor.sh``,
 8 clients) runs in the same session for scale.
 """
@@ -56,10 +56,10 @@ def main() -> None:
         held = services.entry_reserve(account_id=account.pk, estimated_cost=1_000, correlation_id="b", now=clock.now())
         done = services.entry_commit(entry_id=held.entry.id, actual_cost=600, now=clock.now())
         billed.append(time.perf_counter() - start)
-        entries.append(done.entry)
-    for entry in entries:
+        entries.append((done.entry, done.audit_sequence))
+    for entry, sequence in entries:
         start = time.perf_counter()
-        entry_receipt(entry)
+        entry_receipt(entry, commit_sequence=sequence)  # as the commit view signs it
         signed.append(time.perf_counter() - start)
     anchor_out = subprocess.run(
         ["bash", str(ROOT / "bench" / "anchor" / "raw_anchor.sh"), "8", "10"], check=True, capture_output=True,

@@ -24,6 +24,7 @@ class EntryResult:
     entry: BillingEntry
     balance: Balance
     replayed: bool = False
+    audit_sequence: int | None = None  # commit: the sequence of its billing_commit audit row
 
 
 @dataclass(frozen=True)

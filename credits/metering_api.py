@@ -49,7 +49,7 @@ class SignedReceiptOutput(serializers.Serializer):
 
 
 def _with_receipt(response: Response, result: EntryResult) -> Response:
-    response.data["receipt"] = entry_receipt(result.entry)
+    response.data["receipt"] = entry_receipt(result.entry, commit_sequence=result.audit_sequence)
     return response
 
 

@@ -82,11 +82,15 @@ def _audit_row(entry_id: str, events: tuple[str, ...]) -> tuple[int, str]:
     return int(row[0]), str(row[1])
 
 
-def entry_receipt_claims(entry: BillingEntry) -> dict[str, Any]:
+def entry_receipt_claims(entry: BillingEntry, *, commit_sequence: int | None = None) -> dict[str, Any]:
+    """``commit_sequence``: the commit's audit row as the commit itself answered it (no query)."""
     events = _CHARGE_EVENTS.get(EntryState(entry.state))
     if events is None:
         raise NotCharged(f"billing entry {entry.id} is {entry.state}: nothing was charged, so there is no receipt")
-    sequence, event_type = _audit_row(entry.id, events)
+    if commit_sequence is not None and events == ("billing_commit",):
+        sequence, event_type = commit_sequence, "billing_commit"
+    else:
+        sequence, event_type = _audit_row(entry.id, events)
     actual = int(entry.actual_cost or 0)
     voided = entry.state == EntryState.VOIDED
     usage = (
@@ -115,9 +119,9 @@ def entry_receipt_claims(entry: BillingEntry) -> dict[str, Any]:
     }
 
 
-def entry_receipt(entry: BillingEntry) -> str:
+def entry_receipt(entry: BillingEntry, *, commit_sequence: int | None = None) -> str:
     """The receipt of a charged (or voided) entry; 409 ``not_charged`` for a hold or a release."""
-    return receipt_sign(entry_receipt_claims(entry))
+    return receipt_sign(entry_receipt_claims(entry, commit_sequence=commit_sequence))
 
 
 def payment_receipt(

@@ -73,7 +73,8 @@ _RESERVE_SQL = (
 _ENTRY_SELECT = ", ".join(f"(r.entry).{column}" for column in _ENTRY_COLUMNS)
 _COMMIT_SQL = (
     f"SELECT {_ENTRY_SELECT}, r.available, r.held, r.version, r.daily_cap, r.refill_threshold, r.day_spent,"
-    " r.day_held, r.low_balance_first FROM billing_entry_commit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) AS r"
+    " r.day_held, r.low_balance_first, r.audit_sequence"
+    " FROM billing_entry_commit(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s) AS r"
 )
 _RELEASE_SQL = (
     f"SELECT {_ENTRY_SELECT}, r.available, r.held, r.version, r.daily_cap, r.refill_threshold, r.day_spent,"
@@ -406,7 +407,7 @@ def _entry_commit_call(
         low_balance_publish(balance=balance, day=utc_day(now))
     if entry.state == EntryState.FINALIZE_PENDING:
         entry_finalize_enqueue(entry.id)
-    return EntryResult(entry=entry, balance=balance)
+    return EntryResult(entry=entry, balance=balance, audit_sequence=int(row[_ENTRY_WIDTH + 8]))
 
 
 @counted("release")
