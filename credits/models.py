@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 
 from billing.models import Account
 
@@ -298,6 +298,10 @@ class X402Payment(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices)
     # The payment payload as presented (to ask the facilitator again while the outcome is unknown).
     payload = models.JSONField(null=True, blank=True)
+    # "exact" (EIP-3009, settled for ``amount`` before the work) or "upto" (Permit2: ``amount`` is the
+    # most it may move; settled after the work for ``settle_amount``, what the call cost).
+    scheme = models.CharField(max_length=8, default="exact")
+    settle_amount = models.BigIntegerField(null=True, blank=True)
     # Settled by the resolver while nobody waited: the next presentation of the same
     # authorization is served (the paid work runs then).
     awaiting_presentation = models.BooleanField(default=False)
@@ -324,6 +328,12 @@ class X402Payment(models.Model):
                 fields=["network", "asset", "payer", "nonce"], name="credits_x402payment_authorization_uniq"
             ),
             models.CheckConstraint(condition=Q(amount__gt=0), name="credits_x402payment_amount_positive"),
+            # An upto settlement moves at most what the payer permitted.
+            models.CheckConstraint(
+                condition=Q(scheme__in=["exact", "upto"])
+                & (Q(settle_amount__isnull=True) | Q(settle_amount__gt=0, settle_amount__lte=F("amount"))),
+                name="credits_x402payment_upto_within_permit",
+            ),
             models.CheckConstraint(
                 condition=Q(nonce__regex=r"^0x[0-9a-f]{64}$"), name="credits_x402payment_nonce_bytes32"
             ),

@@ -144,8 +144,10 @@ def payment_receipt(
             "asset": payment.asset,
             "tx_hash": payment.tx_hash or None,
             "currency_unit": "micro_usdc",
+            "scheme": payment.scheme,
             "amounts": {
-                "paid": payment.amount,
+                # upto moved what the call cost (at most the permit); exact, the authorization's value
+                "paid": payment.settle_amount if payment.scheme == "upto" else payment.amount,
                 "quoted": quote.gross_amount,
                 "credit_applied": quote.credit_applied,
                 "actual": charge.get("actual"),

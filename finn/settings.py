@@ -167,6 +167,8 @@ try:
     X402_MAX_PAYMENT_MICRO_USDC = env_int("X402_MAX_PAYMENT_MICRO_USDC", 100_000_000, minimum=0)
     # A pay-per-request quote stays within the official x402 clients' default spend cap ($1).
     X402_MAX_QUOTE_MICRO_USDC = env_int("X402_MAX_QUOTE_MICRO_USDC", 1_000_000, minimum=1)
+    # The facilitator's address an upto (Permit2) payment's witness binds; empty: upto is not offered.
+    X402_UPTO_FACILITATOR_ADDRESS = (env_str("X402_UPTO_FACILITATOR_ADDRESS", "") or "").lower()
     X402_MARKUP = Decimal(env_str("X402_MARKUP", "1.0") or "1.0")
     X402_QUOTE_TTL_SECONDS = env_int("X402_QUOTE_TTL_SECONDS", 300, minimum=30)
     X402_MAX_TIMEOUT_SECONDS = env_int("X402_MAX_TIMEOUT_SECONDS", 300, minimum=30)
@@ -182,6 +184,8 @@ try:
         raise ConfigurationError("X402_MARKUP must be a decimal >= 1")
     if X402_NETWORK not in ("eip155:8453", "eip155:84532"):
         raise ConfigurationError("X402_NETWORK must be eip155:8453 (Base) or eip155:84532 (Base Sepolia)")
+    if X402_UPTO_FACILITATOR_ADDRESS and not re.fullmatch(r"0x[0-9a-f]{40}", X402_UPTO_FACILITATOR_ADDRESS):
+        raise ConfigurationError("X402_UPTO_FACILITATOR_ADDRESS must be a 0x-prefixed 20-byte address")
     if FEATURE_X402 and not re.fullmatch(r"0x[0-9a-f]{40}", X402_PAY_TO):
         raise ConfigurationError("FEATURE_X402 is on but X402_PAY_TO is not a 0x-prefixed 20-byte address")
 except (ConfigurationError, InvalidOperation) as exc:

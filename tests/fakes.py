@@ -151,6 +151,8 @@ class Facilitator:
     settle_calls: list[dict[str, Any]] = field(default_factory=list)
     chain: dict[str, str] = field(default_factory=dict)
     transfers: dict[str, tuple[str, str, int]] = field(default_factory=dict)
+    permit2_used: set[tuple[str, int]] = field(default_factory=set)  # (owner, nonce) of upto settlements
+    address: str = "0x" + "fa" * 20  # the facilitator's signer (bound by an upto witness)
     url: str = ""
 
 
@@ -163,7 +165,11 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
 
     class Handler(_QuietHandler):
         def do_GET(self) -> None:
-            kinds = [{"x402Version": 2, "scheme": "exact", "network": "eip155:84532"}]
+            kinds = [
+                {"x402Version": 2, "scheme": "exact", "network": "eip155:84532"},
+                {"x402Version": 2, "scheme": "upto", "network": "eip155:84532",
+                 "extra": {"facilitatorAddress": state.address}},
+            ]  # fmt: skip
             self._send_json(200, {"kinds": kinds, "extensions": [], "signers": {"eip155:*": []}})
 
         def do_POST(self) -> None:
@@ -179,14 +185,25 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
                 self._send_json(500, {"error": "boom"})
                 return
             payload = request.get("paymentPayload", {}).get("payload", {})
-            authorization = payload.get("authorization", {})
             requirements = request.get("paymentRequirements", {})
             amount = requirements.get("amount") or requirements.get("maxAmountRequired")
-            valid = (
-                state.mode == "ok"
-                and authorization.get("value") == amount
-                and str(authorization.get("to", "")).lower() == str(requirements.get("payTo", "")).lower()
-            )
+            permit = payload.get("permit2Authorization")
+            if isinstance(permit, dict):  # upto: any amount up to what the permit allows, to its witness
+                authorization = {"from": permit.get("from"), "to": permit.get("witness", {}).get("to"),
+                                 "nonce": f"0x{int(permit.get('nonce', '0')):064x}"}  # fmt: skip
+                valid = (
+                    state.mode == "ok"
+                    and int(amount) <= int(permit.get("permitted", {}).get("amount", "0"))
+                    and str(authorization["to"]).lower() == str(requirements.get("payTo", "")).lower()
+                    and str(permit.get("witness", {}).get("facilitator", "")).lower() == state.address
+                )
+            else:
+                authorization = payload.get("authorization", {})
+                valid = (
+                    state.mode == "ok"
+                    and authorization.get("value") == amount
+                    and str(authorization.get("to", "")).lower() == str(requirements.get("payTo", "")).lower()
+                )
             payer = authorization.get("from")
             if self.path.endswith("/verify"):
                 answer: dict[str, Any] = {"isValid": valid, "payer": payer}
@@ -212,6 +229,8 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
                 return
             state.chain[nonce] = tx
             state.transfers[tx] = (str(payer).lower(), str(authorization.get("to")).lower(), int(amount))
+            if isinstance(permit, dict):
+                state.permit2_used.add((str(payer).lower(), int(nonce, 16)))
             if mode == "apply_then_500":
                 self._send_json(502, {"error": "upstream timeout"})
                 return
@@ -234,19 +253,30 @@ def fake_facilitator(**behaviour: Any) -> Iterator[Facilitator]:
 def fake_chain(facilitator: Facilitator, *, down: bool = False) -> Iterator[dict[str, Any]]:
     """A node of the chain the fake facilitator settles on: EIP-3009 authorizationState, the
     AuthorizationUsed log of a used nonce, and the Transfer log of its transaction."""
-    from credits.x402.onchain import AUTHORIZATION_STATE, AUTHORIZATION_USED, TRANSFER
+    from credits.x402.onchain import AUTHORIZATION_STATE, AUTHORIZATION_USED, NONCE_BITMAP, TRANSFER
 
     def word(value: str) -> str:
         return "0x" + value.lower().removeprefix("0x").rjust(64, "0")
 
     def eth_call(params: list[Any]) -> str:
         data = str(params[0]["data"]).lower()
+        if data.startswith(NONCE_BITMAP):  # Permit2's bitmap word of an owner
+            owner = "0x" + data[len(NONCE_BITMAP) + 24 : len(NONCE_BITMAP) + 64]
+            position = int(data[len(NONCE_BITMAP) + 64 :], 16)
+            bitmap = sum(1 << (n & 255) for o, n in facilitator.permit2_used if o == owner and n >> 8 == position)
+            return "0x" + f"{bitmap:064x}"
         assert data.startswith(AUTHORIZATION_STATE)
         nonce = "0x" + data[len(AUTHORIZATION_STATE) + 64 :]
         return word("1" if nonce in facilitator.chain else "0")
 
     def get_logs(params: list[Any]) -> list[dict[str, Any]]:
         topics = params[0]["topics"]
+        if topics[0] == TRANSFER:  # transfers from topics[1] to topics[2]
+            return [
+                {"transactionHash": tx, "topics": topics, "data": hex(value)}
+                for tx, (source, target, value) in facilitator.transfers.items()
+                if word(source) == topics[1] and word(target) == topics[2]
+            ]
         assert topics[0] == AUTHORIZATION_USED
         tx = facilitator.chain.get(str(topics[2]).lower())
         return [] if tx is None else [{"transactionHash": tx, "topics": topics, "data": "0x"}]

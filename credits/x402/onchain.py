@@ -12,10 +12,12 @@ from typing import Any
 
 from django.conf import settings
 from eth_utils import keccak
+from x402.mechanisms.evm.constants import PERMIT2_ADDRESS
 
 from credits.chain import RpcUnavailable, rpc_call
 
 AUTHORIZATION_STATE = "0x" + keccak(text="authorizationState(address,bytes32)")[:4].hex()
+NONCE_BITMAP = "0x" + keccak(text="nonceBitmap(address,uint256)")[:4].hex()  # Permit2 (upto)
 AUTHORIZATION_USED = "0x" + keccak(text="AuthorizationUsed(address,bytes32)").hex()
 TRANSFER = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
 SECONDS_PER_BLOCK_FLOOR = 1  # Base makes a block every 2 s; search back as if it made one a second
@@ -38,6 +40,40 @@ def authorization_used(*, asset: str, payer: str, nonce: str) -> bool | None:
     if not isinstance(result, str) or not result.startswith("0x") or len(result) != 66:
         return None
     return int(result, 16) != 0
+
+
+def permit2_nonce_used(*, payer: str, nonce: str) -> bool | None:
+    """Permit2's unordered nonces: bit ``nonce & 255`` of word ``nonce >> 8`` of the owner's bitmap."""
+    value = int(nonce, 16)
+    data = NONCE_BITMAP + _word(payer)[2:] + f"{value >> 8:064x}"
+    try:
+        result = _call("eth_call", [{"to": PERMIT2_ADDRESS, "data": data}, "latest"])
+    except RpcUnavailable:
+        return None
+    if not isinstance(result, str) or not result.startswith("0x") or len(result) != 66:
+        return None
+    return bool((int(result, 16) >> (value & 255)) & 1)
+
+
+def transfer_transaction(*, asset: str, payer: str, pay_to: str, value: int, age_seconds: float) -> str | None:
+    """A transaction since the payment that moved exactly ``value`` from ``payer`` to ``pay_to`` (upto)."""
+    try:
+        latest = int(str(_call("eth_blockNumber", [])), 16)
+        start = max(0, latest - int(age_seconds / SECONDS_PER_BLOCK_FLOOR) - 600)
+        logs = _call(
+            "eth_getLogs",
+            [{"address": asset, "fromBlock": hex(start), "toBlock": "latest",
+              "topics": [TRANSFER, _word(payer), _word(pay_to)]}],
+        )  # fmt: skip
+    except (RpcUnavailable, ValueError):
+        return None
+    for log in logs if isinstance(logs, list) else []:
+        try:
+            if isinstance(log, dict) and int(str(log.get("data")), 16) == value:
+                return str(log["transactionHash"]).lower()
+        except (KeyError, ValueError):
+            continue
+    return None
 
 
 def authorization_transaction(*, asset: str, payer: str, nonce: str, age_seconds: float) -> str | None:

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NoReturn
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -39,7 +39,9 @@ from credits.x402 import onchain
 from credits.x402 import settle as facilitator
 from credits.x402.credit_notes import _credit_consume, _credit_note_issue
 from credits.x402.protocol import (
+    DUST_MICRO_USDC,
     PAYMENT_RESPONSE,
+    SCHEME_UPTO,
     X_PAYMENT_RESPONSE,
     DecodedPayment,
     settle_response_header,
@@ -93,6 +95,7 @@ def _payment_record(decoded: DecodedPayment, quote: X402Quote, *, now: datetime)
             valid_before=auth.valid_before,
             signature=auth.signature,
             payload=decoded.raw,
+            scheme=auth.scheme,
             status=X402Payment.Status.PENDING,
             attempts=1,
             created_at=now,
@@ -152,7 +155,7 @@ def _payment_settled(
             with span("billing.ledger", event_type="x402_payment"):
                 journal_id = billing_services.x402_payment_post(
                     payment_id=payment.pk,
-                    received=payment.amount,
+                    received=_moved(payment),
                     credit_used=used,
                     usd_per_usdc=settings.USD_USDC_RATE,
                     now=now,
@@ -176,6 +179,19 @@ def _payment_settled(
         )
 
 
+def _moved(payment: X402Payment) -> int:
+    """µUSDC the settlement moved: the authorization's value (exact), or what the call cost (upto)."""
+    if payment.scheme == SCHEME_UPTO:
+        assert payment.settle_amount is not None
+        return payment.settle_amount
+    return payment.amount
+
+
+def _stored_work(payment: X402Payment, quote: X402Quote) -> tuple[int, dict[str, Any], int | None]:
+    """An upto call's answer, computed before it was settled and kept on the payment row."""
+    return payment.response_status or 200, dict(payment.response_body or {}), payment.settle_amount
+
+
 def _response_headers(payment: X402Payment, *, success: bool = True) -> dict[str, str]:
     header = settle_response_header(
         success=success,
@@ -184,6 +200,11 @@ def _response_headers(payment: X402Payment, *, success: bool = True) -> dict[str
         payer=payment.payer,
         amount=payment.amount,
     )
+    if payment.scheme == SCHEME_UPTO and payment.settle_amount is not None:
+        header = settle_response_header(
+            success=success, transaction=payment.tx_hash, network=payment.network, payer=payment.payer,
+            amount=payment.settle_amount,
+        )  # fmt: skip
     name = PAYMENT_RESPONSE if payment.x402_version == 2 else X_PAYMENT_RESPONSE
     return {name: header, "Access-Control-Expose-Headers": f"{PAYMENT_RESPONSE}, {X_PAYMENT_RESPONSE}"}
 
@@ -209,18 +230,20 @@ def _payment_complete(
             raise InvalidTransition(locked.status, X402Payment.Status.COMPLETED)
         note, refused = None, ""
         if quote.purpose == X402Quote.Purpose.INVOKE:
-            charged = 0 if actual is None else min(actual, quote.gross_amount)
+            # upto moved only what the call cost; exact moved the quote (the rest becomes a credit note).
+            paid = _moved(payment)
+            charged = 0 if actual is None else min(actual, paid + quote.credit_applied)
             guard(
                 "x402_payment_covers_cost",
-                payment.amount + quote.credit_applied >= charged,
-                paid=payment.amount,
+                paid + quote.credit_applied >= charged,
+                paid=paid,
                 credit=quote.credit_applied,
                 cost=charged,
             )
             note, refused = _credit_note_issue(
                 wallet=payment.payer,
                 quote=quote,
-                quoted=quote.gross_amount,
+                quoted=paid + quote.credit_applied,
                 actual=charged,
                 reason="inference_failed" if actual is None else "unused_quote",
                 now=completed_at,
@@ -256,11 +279,18 @@ def _payment_complete(
     return PaidAnswer(status, body, _response_headers(payment))
 
 
-def _settle(payment: X402Payment, quote: X402Quote, raw_payload: dict[str, Any], *, now: datetime) -> None:
+def _settle(
+    payment: X402Payment,
+    quote: X402Quote,
+    raw_payload: dict[str, Any],
+    *,
+    now: datetime,
+    requirements: dict[str, Any] | None = None,
+) -> None:
     outcome = facilitator.settle(
         x402_version=payment.x402_version,
         payment_payload=raw_payload,
-        requirements=_requirement_dict(quote, payment.x402_version),
+        requirements=requirements or _requirement_dict(quote, payment.x402_version),
     )
     if outcome.settled:
         _payment_settled(payment, quote, tx_hash=outcome.tx_hash, now=clock.now())
@@ -268,6 +298,11 @@ def _settle(payment: X402Payment, quote: X402Quote, raw_payload: dict[str, Any],
     if outcome.unknown:  # funds may have moved: never FAILED (a retry would be answered with a fresh 402)
         settlement_unknown_record(payment, quote, outcome, now=clock.now())
         raise SettlementPending(payment.pk)
+    _settle_refused(payment, outcome)
+
+
+def _settle_refused(payment: X402Payment, outcome: Any) -> NoReturn:
+    """Nothing moved: the payment is FAILED (it may be presented again) and the caller is told why."""
     _move(payment.pk, X402Payment.Status.PENDING, X402Payment.Status.FAILED, clock.now(), error=outcome.reason[:300])
     if not settings.X402_FACILITATOR_URL or outcome.reason == "facilitator circuit open":
         raise SettlementUnavailable(f"payment settlement is unavailable ({outcome.reason}); retry later")
@@ -319,14 +354,14 @@ def x402_pay(
                     # Resolve it now if this presentation wins the lease; serve once it settled.
                     if x402_settlement_resolve(payment.pk, now=clock.now(), serving=True) != "settled":
                         raise SettlementPending(payment.pk)
-                    return _payment_complete(payment.pk, work=work, now=now)
+                    return _payment_complete(payment.pk, work=_work_of(payment, work), now=now)
                 if payment.status == X402Payment.Status.SETTLED and payment.awaiting_presentation:
                     # Settled by the resolver while nobody waited: this presentation is served (once).
                     if not X402Payment.objects.filter(pk=payment.pk, awaiting_presentation=True).update(
                         awaiting_presentation=False, updated_at=clock.now()
                     ):
                         raise SettlementInProgress()
-                    return _payment_complete(payment.pk, work=work, now=now)
+                    return _payment_complete(payment.pk, work=_work_of(payment, work), now=now)
                 if payment.status == X402Payment.Status.SETTLED:
                     if (now - payment.updated_at).total_seconds() < STALE_SETTLED_SECONDS:
                         raise SettlementInProgress()
@@ -341,9 +376,47 @@ def x402_pay(
                     attempts=payment.attempts + 1,
                 ):
                     raise SettlementInProgress()
+            if payment.scheme == SCHEME_UPTO:
+                return _pay_upto(payment, quote, decoded.raw, work=work)
             with span("x402.settle", payment_id=payment.pk):
                 _settle(payment, quote, decoded.raw, now=now)
     return _payment_complete(payment.pk, work=work, now=now)
+
+
+def _work_of(payment: X402Payment, work: Callable[..., tuple[int, dict[str, Any], int | None]]) -> Any:
+    """What a settled payment serves: an upto call's stored answer, or the work (exact: settled before it)."""
+    return _stored_work if payment.scheme == SCHEME_UPTO else work
+
+
+def _pay_upto(
+    payment: X402Payment,
+    quote: X402Quote,
+    raw_payload: dict[str, Any],
+    *,
+    work: Callable[[X402Payment, X402Quote], tuple[int, dict[str, Any], int | None]],
+) -> PaidAnswer:
+    """upto: verify with the facilitator, do the work, then settle what it cost (at most the permit).
+
+    The answer is kept on the row before settling, so an unknown settlement is served from it once
+    resolved, and a refused one serves nothing (refused + not settled).
+    """
+    requirements = _requirement_dict(quote, payment.x402_version, SCHEME_UPTO)
+    with span("x402.verify_upto", payment_id=payment.pk):
+        verdict = facilitator.verify(x402_version=payment.x402_version, payment_payload=raw_payload,
+                                     requirements=requirements)  # fmt: skip
+    if not verdict.settled:
+        _settle_refused(payment, verdict)
+    status, body, actual = work(payment, quote)
+    if actual is None:  # the work failed: nothing is charged, nothing settles; the payment may be retried
+        _move(payment.pk, X402Payment.Status.PENDING, X402Payment.Status.FAILED, clock.now(), error="work failed")
+        return PaidAnswer(status, {"error": "The call failed; nothing was charged.", "code": body.get("code")}, {})
+    charged = min(max(actual, DUST_MICRO_USDC), payment.amount)
+    X402Payment.objects.filter(pk=payment.pk).update(settle_amount=charged, response_status=status,
+                                                     response_body=body)  # fmt: skip
+    payment.settle_amount = charged
+    with span("x402.settle", payment_id=payment.pk):
+        _settle(payment, quote, raw_payload, now=clock.now(), requirements={**requirements, "amount": str(charged)})
+    return _payment_complete(payment.pk, work=_stored_work, now=clock.now())
 
 
 def _failed_work() -> tuple[int, dict[str, Any], int | None]:
@@ -416,14 +489,22 @@ def x402_settlement_resolve(payment_id: str, *, now: datetime, serving: bool = F
     payment = X402Payment.objects.select_related("quote").get(pk=payment_id)
     quote = payment.quote
     expired = now.timestamp() >= payment.valid_before + FINALITY_SECONDS
-    used = onchain.authorization_used(asset=payment.asset, payer=payment.payer, nonce=payment.nonce)
+    upto = payment.scheme == SCHEME_UPTO
+    age = (now - payment.created_at).total_seconds()
+    if upto:  # Permit2: the nonce's bit in the payer's bitmap; the transfer by its value
+        used = onchain.permit2_nonce_used(payer=payment.payer, nonce=payment.nonce)
+        find_tx = lambda: onchain.transfer_transaction(  # noqa: E731
+            asset=payment.asset, payer=payment.payer, pay_to=payment.pay_to, value=_moved(payment), age_seconds=age
+        )
+    else:
+        used = onchain.authorization_used(asset=payment.asset, payer=payment.payer, nonce=payment.nonce)
+        find_tx = lambda: onchain.authorization_transaction(  # noqa: E731
+            asset=payment.asset, payer=payment.payer, nonce=payment.nonce, age_seconds=age
+        )
     if used:
-        tx = payment.tx_hash or onchain.authorization_transaction(
-            asset=payment.asset, payer=payment.payer, nonce=payment.nonce,
-            age_seconds=(now - payment.created_at).total_seconds(),
-        )  # fmt: skip
+        tx = payment.tx_hash or find_tx()
         moved = tx and onchain.transfer_matches(
-            tx_hash=tx, asset=payment.asset, payer=payment.payer, pay_to=payment.pay_to, value=payment.amount
+            tx_hash=tx, asset=payment.asset, payer=payment.payer, pay_to=payment.pay_to, value=_moved(payment)
         )
         if not moved:  # used, but not (yet) found as this transfer: ask again later
             logger.warning("x402 settlement: authorization used, transfer not found", extra={"payment_id": payment_id})
@@ -436,10 +517,11 @@ def x402_settlement_resolve(payment_id: str, *, now: datetime, serving: bool = F
                 return "pending"
             return _resolved(payment, quote, "not_settled", now)
     if now.timestamp() < payment.valid_before and payment.payload:
+        requirements = _requirement_dict(quote, payment.x402_version, payment.scheme)
+        if upto:
+            requirements["amount"] = str(_moved(payment))
         outcome = facilitator.settle(
-            x402_version=payment.x402_version,
-            payment_payload=payment.payload,
-            requirements=_requirement_dict(quote, payment.x402_version),
+            x402_version=payment.x402_version, payment_payload=payment.payload, requirements=requirements
         )
         if outcome.settled:
             return _settle_resolved(payment, quote, outcome.tx_hash, now=now, serving=serving, via="facilitator")

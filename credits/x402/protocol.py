@@ -23,6 +23,11 @@ from eth_account import Account
 from eth_account.messages import _hash_eip191_message, encode_typed_data
 from eth_utils import to_checksum_address
 from pydantic import ValidationError
+from x402.mechanisms.evm.constants import (
+    PERMIT2_ADDRESS,
+    SCHEME_UPTO,
+    UPTO_PERMIT2_WITNESS_TYPES,
+)
 from x402.schemas import PaymentPayload, PaymentRequired, PaymentRequirements, ResourceInfo, SettleResponse
 from x402.schemas.v1 import PaymentPayloadV1, PaymentRequiredV1, PaymentRequirementsV1
 
@@ -94,18 +99,28 @@ class Offer:
     max_timeout_seconds: int
     resource_url: str
     description: str
+    upto: bool = False  # also offer the upto scheme (variable cost: settled for the actual, at most amount)
 
 
-def requirement_v2(offer: Offer) -> PaymentRequirements:
+def upto_enabled() -> bool:
+    """``upto`` is offered when a facilitator address to bind the Permit2 witness to is configured."""
+    return bool(settings.X402_UPTO_FACILITATOR_ADDRESS)
+
+
+def requirement_v2(offer: Offer, scheme: str = "exact") -> PaymentRequirements:
     network = NETWORKS[offer.network]
+    extra: dict[str, Any] = {"name": network.eip712_name, "version": network.eip712_version, "quoteId": offer.quote_id}
+    if scheme == SCHEME_UPTO:
+        extra["assetTransferMethod"] = "permit2"
+        extra["facilitatorAddress"] = to_checksum_address(settings.X402_UPTO_FACILITATOR_ADDRESS)
     return PaymentRequirements(
-        scheme="exact",
+        scheme=scheme,
         network=offer.network,
         asset=to_checksum_address(offer.asset),
         amount=str(offer.amount),
         pay_to=to_checksum_address(offer.pay_to),
         max_timeout_seconds=offer.max_timeout_seconds,
-        extra={"name": network.eip712_name, "version": network.eip712_version, "quoteId": offer.quote_id},
+        extra=extra,
     )
 
 
@@ -114,7 +129,8 @@ def payment_required_v2(offer: Offer, *, error: str = "Payment required") -> dic
         x402_version=2,
         error=error,
         resource=ResourceInfo(url=offer.resource_url, description=offer.description, mime_type="application/json"),
-        accepts=[requirement_v2(offer)],
+        accepts=[requirement_v2(offer)]
+        + ([requirement_v2(offer, SCHEME_UPTO)] if offer.upto and upto_enabled() else []),
     )
     return dict(document.model_dump(mode="json", by_alias=True, exclude_none=True))
 
@@ -159,6 +175,10 @@ def settle_response_header(*, success: bool, transaction: str, network: str, pay
 
 @dataclass(frozen=True)
 class Authorization:
+    """An EIP-3009 ``TransferWithAuthorization`` (exact), or an upto Permit2 ``PermitWitnessTransferFrom``
+    in the same terms: ``value`` is then the most it may move, ``valid_before`` its deadline, ``nonce``
+    its uint256 Permit2 nonce as 32 bytes of hex."""
+
     payer: str  # lower-case
     to: str  # lower-case
     value: int
@@ -166,6 +186,10 @@ class Authorization:
     valid_before: int
     nonce: str  # lower-case 0x + 64 hex
     signature: str  # 0x hex
+    scheme: str = "exact"
+    token: str = ""  # upto: the permitted token
+    spender: str = ""  # upto: the Permit2 proxy allowed to pull it
+    facilitator: str = ""  # upto: the facilitator the witness binds
 
 
 @dataclass(frozen=True)
@@ -205,6 +229,35 @@ def _authorization(payload: dict[str, Any]) -> Authorization:
     )
 
 
+def _permit2_authorization(payload: dict[str, Any]) -> Authorization:
+    auth = payload.get("permit2Authorization")
+    signature = payload.get("signature")
+    if not isinstance(auth, dict) or not isinstance(signature, str) or not _SIGNATURE.match(signature):
+        raise InvalidPayment("an upto payload must carry permit2Authorization and a 0x hex signature")
+    permitted, witness = auth.get("permitted"), auth.get("witness")
+    if not isinstance(permitted, dict) or not isinstance(witness, dict):
+        raise InvalidPayment("permit2Authorization needs permitted and witness")
+    addresses = [
+        auth.get("from"),
+        auth.get("spender"),
+        permitted.get("token"),
+        witness.get("to"),
+        witness.get("facilitator"),
+    ]
+    numbers = [permitted.get("amount"), auth.get("nonce"), auth.get("deadline"), witness.get("validAfter")]
+    if not all(isinstance(a, str) and is_eth_address(a) for a in addresses):
+        raise InvalidPayment("permit2Authorization addresses must be 20-byte hex")
+    if not all(isinstance(n, str) and _UINT.match(n) and int(n) < 2**256 for n in numbers):
+        raise InvalidPayment("permit2Authorization amounts, nonce and times must be decimal uint256")
+    payer, spender, token, to, facilitator = (str(a).lower() for a in addresses)
+    amount, nonce, deadline, valid_after = (int(str(n)) for n in numbers)
+    return Authorization(
+        payer=payer, to=to, value=amount, valid_after=valid_after, valid_before=deadline,
+        nonce=f"0x{nonce:064x}", signature=signature.lower(), scheme=SCHEME_UPTO, token=token, spender=spender,
+        facilitator=facilitator,
+    )  # fmt: skip
+
+
 def decode_payment(raw: str, *, version_hint: int) -> DecodedPayment:
     """Decode a ``PAYMENT-SIGNATURE`` (v2) or ``X-PAYMENT`` (v1) header; 400 ``invalid_payment`` if malformed."""
     try:
@@ -218,11 +271,14 @@ def decode_payment(raw: str, *, version_hint: int) -> DecodedPayment:
         if version == 2:
             v2 = PaymentPayload.model_validate(data)
             accepted = data.get("accepted")
+            if v2.accepted.scheme not in ("exact", SCHEME_UPTO):
+                raise InvalidPayment("only the exact and upto schemes are accepted")
+            upto = v2.accepted.scheme == SCHEME_UPTO
             return DecodedPayment(
                 version=2,
                 network=v2.accepted.network,
                 accepted=accepted if isinstance(accepted, dict) else None,
-                authorization=_authorization(v2.payload),
+                authorization=_permit2_authorization(v2.payload) if upto else _authorization(v2.payload),
                 raw=data,
             )
         if version == 1:
@@ -280,14 +336,43 @@ def _typed_data(auth: Authorization, network: X402Network, asset: str) -> dict[s
     }
 
 
+def _permit2_typed_data(auth: Authorization, network: X402Network) -> dict[str, Any]:
+    """The upto scheme's Permit2 PermitWitnessTransferFrom, typed as the x402 package types it."""
+    return {
+        "types": {
+            "EIP712Domain": [
+                {"name": "name", "type": "string"},
+                {"name": "chainId", "type": "uint256"},
+                {"name": "verifyingContract", "type": "address"},
+            ],
+            **UPTO_PERMIT2_WITNESS_TYPES,
+        },
+        "primaryType": "PermitWitnessTransferFrom",
+        "domain": {"name": "Permit2", "chainId": network.chain_id, "verifyingContract": PERMIT2_ADDRESS},
+        "message": {
+            "permitted": {"token": to_checksum_address(auth.token), "amount": auth.value},
+            "spender": to_checksum_address(auth.spender),
+            "nonce": int(auth.nonce, 16),
+            "deadline": auth.valid_before,
+            "witness": {
+                "to": to_checksum_address(auth.to),
+                "facilitator": to_checksum_address(auth.facilitator),
+                "validAfter": auth.valid_after,
+            },
+        },
+    }
+
+
 def signature_valid(auth: Authorization, network: X402Network, asset: str) -> bool:
-    """EIP-712 TransferWithAuthorization: the recovered signer must be ``from``.
+    """EIP-712 TransferWithAuthorization (upto: Permit2 PermitWitnessTransferFrom): the recovered
+    signer must be ``from``.
 
     A signature that does not recover to ``from`` is checked with EIP-1271
     (``isValidSignature``) against the payer's contract when ETH_RPC_URL is
     set; without a node, contract wallets cannot pay.
     """
-    signable = encode_typed_data(full_message=_typed_data(auth, network, asset))
+    typed = _permit2_typed_data(auth, network) if auth.scheme == SCHEME_UPTO else _typed_data(auth, network, asset)
+    signable = encode_typed_data(full_message=typed)
     try:
         recovered = Account.recover_message(signable, signature=auth.signature)
     except Exception:  # any malformed signature is simply invalid

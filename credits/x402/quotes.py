@@ -41,6 +41,8 @@ def offer_of(quote: X402Quote, description: str = "") -> Offer:
         max_timeout_seconds=quote.max_timeout_seconds,
         resource_url=quote.resource_url,
         description=description or ("paid inference" if quote.purpose == X402Quote.Purpose.INVOKE else "credit pack"),
+        # Variable cost: an inference call may also be paid with upto (settled for what it cost).
+        upto=quote.purpose == X402Quote.Purpose.INVOKE and not quote.credit_applied,
     )
 
 
@@ -109,7 +111,8 @@ def _quote_cache(quote_id: str, cached: str) -> None:
         get_redis().set(f"credits:x402:quote:{quote_id}", cached, ex=settings.X402_QUOTE_TTL_SECONDS)
 
 
-def _requirement_dict(quote: X402Quote, version: int) -> dict[str, Any]:
+def _requirement_dict(quote: X402Quote, version: int, scheme: str = "exact") -> dict[str, Any]:
     if version == 2:
-        return dict(requirement_v2(offer_of(quote)).model_dump(mode="json", by_alias=True, exclude_none=True))
+        requirement = requirement_v2(offer_of(quote), scheme)
+        return dict(requirement.model_dump(mode="json", by_alias=True, exclude_none=True))
     return dict(payment_required_v1(offer_of(quote))["accepts"][0])

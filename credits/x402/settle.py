@@ -114,6 +114,27 @@ def settle(*, x402_version: int, payment_payload: dict[str, Any], requirements: 
     return SettleOutcome(settled=True, tx_hash=tx_hash)
 
 
+def verify(*, x402_version: int, payment_payload: dict[str, Any], requirements: dict[str, Any]) -> SettleOutcome:
+    """``/verify`` alone (upto checks the permit before the work): ``settled`` here means "valid"."""
+    if not settings.X402_FACILITATOR_URL:
+        return SettleOutcome(settled=False, reason="no facilitator configured", unavailable=True)
+    breaker = settlement_breaker()
+    if not breaker.allow().allowed:
+        return SettleOutcome(settled=False, reason="facilitator circuit open", unavailable=True)
+    body = {"x402Version": x402_version, "paymentPayload": payment_payload, "paymentRequirements": requirements}
+    try:
+        verified = _post("/verify", body)
+        if not isinstance(verified.get("isValid"), bool):
+            raise _Garbage("/verify: no isValid")
+    except (httpx.HTTPError, _Garbage) as exc:
+        breaker.record_failure()
+        return SettleOutcome(settled=False, reason=f"facilitator error: {type(exc).__name__}", unavailable=True)
+    breaker.record_success()
+    if not verified["isValid"]:
+        return SettleOutcome(settled=False, reason=str(verified.get("invalidReason") or "invalid")[:200])
+    return SettleOutcome(settled=True)
+
+
 def _tx(answer: dict[str, Any]) -> str:
     tx_hash = answer.get("transaction")
     return tx_hash.lower() if isinstance(tx_hash, str) and _TX_HASH.match(tx_hash) else ""

@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.conf import settings
+from x402.mechanisms.evm.constants import SCHEME_UPTO, X402_UPTO_PERMIT2_PROXY_ADDRESS
 
 from billing.metrics import rejected
 from credits.errors import refuse
@@ -23,7 +24,7 @@ from credits.x402.protocol import (
     signature_valid,
     verification_slot,
 )
-from credits.x402.quotes import _requirement_dict
+from credits.x402.quotes import _requirement_dict, offer_of
 from finn.degradation import redis_guard
 from finn.redis import get_redis
 
@@ -37,7 +38,11 @@ def _match_quote(decoded: DecodedPayment, *, purpose: str, request_sha256: str, 
         quote_id = extra.get("quoteId") if isinstance(extra, dict) else None
         if isinstance(quote_id, str):
             quote = X402Quote.objects.filter(pk=quote_id).first()
-        if quote is not None and decoded.accepted != _requirement_dict(quote, 2):
+        scheme = decoded.authorization.scheme
+        if quote is not None and (
+            decoded.accepted != _requirement_dict(quote, 2, scheme)
+            or (scheme == SCHEME_UPTO and not offer_of(quote).upto)
+        ):
             quote = None
     else:
         # v1 payments echo no requirement: the quote of this very request for this amount.
@@ -63,6 +68,13 @@ def _check(decoded: DecodedPayment, quote: X402Quote, *, now: datetime) -> None:
         raise refuse("invalid_token", f"only USDC ({network.usdc}) is accepted")
     if auth.to != settings.X402_PAY_TO or auth.to != quote.pay_to:
         raise refuse("invalid_recipient", "the authorization does not pay finn's treasury")
+    if auth.scheme == SCHEME_UPTO:  # Permit2: the token it permits, the proxy that pulls it, the facilitator
+        if auth.token != quote.asset.lower():
+            raise refuse("invalid_token", f"only USDC ({network.usdc}) is accepted")
+        if auth.spender != X402_UPTO_PERMIT2_PROXY_ADDRESS.lower() or auth.facilitator != (
+            settings.X402_UPTO_FACILITATOR_ADDRESS or None
+        ):
+            raise refuse("invalid_recipient", "the Permit2 spender or facilitator is not the one offered")
     if auth.value < quote.amount:
         raise refuse("insufficient_payment", f"payment {auth.value} < quoted {quote.amount}")
     ceiling = settings.X402_MAX_PAYMENT_MICRO_USDC
