@@ -81,10 +81,6 @@ def model_price(model: str, at: datetime | None = None) -> ModelPrice:
     return prices[0]
 
 
-def price_version_get(version: int) -> ModelPrice:
-    return _price(ModelPriceVersion.objects.get(pk=version))
-
-
 def _tokens_cost(tokens: int, per_million: int, rounding: Rounding) -> int:
     return divide(tokens * per_million, PER_MILLION, rounding)
 

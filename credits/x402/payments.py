@@ -39,6 +39,7 @@ from credits.x402 import onchain
 from credits.x402 import settle as facilitator
 from credits.x402.credit_notes import _credit_consume, _credit_note_issue
 from credits.x402.protocol import (
+    CLOCK_SKEW_SECONDS,
     DUST_MICRO_USDC,
     PAYMENT_RESPONSE,
     SCHEME_UPTO,
@@ -352,7 +353,10 @@ def x402_pay(
                     raise SettlementInProgress()
                 if payment.status == X402Payment.Status.SETTLEMENT_PENDING:
                     # Resolve it now if this presentation wins the lease; serve once it settled.
-                    if x402_settlement_resolve(payment.pk, now=clock.now(), serving=True) != "settled":
+                    outcome = x402_settlement_resolve(payment.pk, now=clock.now(), serving=True)
+                    if outcome == "not_settled":  # refused + not settled: nothing moved, paying again is safe
+                        raise refuse("settlement_failed", "the payment never settled and its authorization expired")
+                    if outcome != "settled":
                         raise SettlementPending(payment.pk)
                     return _payment_complete(payment.pk, work=_work_of(payment, work), now=now)
                 if payment.status == X402Payment.Status.SETTLED and payment.awaiting_presentation:
@@ -367,7 +371,10 @@ def x402_pay(
                         raise SettlementInProgress()
                     # The worker died between settlement and its answer: the wallet gets all of it back.
                     return _payment_complete(payment.pk, work=lambda p, q: _failed_work(), now=now)
-                # FAILED: nothing moved; settle again (exclusive: only one retry wins the CAS).
+                # FAILED: nothing moved; settle again (exclusive: only one retry wins the CAS) while
+                # the authorization can still settle.
+                if now.timestamp() + CLOCK_SKEW_SECONDS > payment.valid_before:
+                    raise refuse("authorization_expired", "this authorization has expired unused; pay again")
                 if not _move(
                     payment.pk,
                     X402Payment.Status.FAILED,

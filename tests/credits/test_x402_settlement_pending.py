@@ -133,6 +133,12 @@ def test_an_authorization_never_used_by_validbefore_is_refused_and_nothing_moved
     assert _journals() == 0
     assert facilitator.chain == {}
     assert not CreditNote.objects.exists()
+    # presented again once expired: refused (a 402 now says "pay again", which is safe), not settled again
+    settle_calls = len(facilitator.settle_calls)
+    X402Payment.objects.filter(pk=payment.pk).update(valid_before=int(clock.now().timestamp()) - 1)
+    again = _post(**{"PAYMENT-SIGNATURE": header})
+    assert (again.status_code, again.json()["code"]) == (402, "authorization_expired")
+    assert len(facilitator.settle_calls) == settle_calls
 
 
 @pytest.mark.django_db
@@ -214,3 +220,17 @@ def test_default_pay_per_request_quotes_stay_within_the_official_clients_one_dol
     assert big.status_code == 400, big.content[:300]
     assert big.json()["reason"] == "quote_too_large"
     assert int(unb64(fits.headers["PAYMENT-REQUIRED"])["accepts"][0]["amount"]) <= 1_000_000
+
+
+@pytest.mark.django_db
+def test_a_presentation_that_finds_the_authorization_expired_unused_is_refused_not_pending(facilitator) -> None:
+    header = _paid_header()
+    facilitator.settle_mode = "lost_unapplied"
+    assert _post(**{"PAYMENT-SIGNATURE": header}).json()["code"] == "settlement_pending"
+    X402Payment.objects.update(valid_before=int(clock.now().timestamp()) - 200)
+    # when: presented again after validBefore + finality, nothing on chain
+    again = _post(**{"PAYMENT-SIGNATURE": header})
+    # then: refused + not settled (a 402 is safe now: nothing moved and nothing can)
+    assert (again.status_code, again.json()["code"]) == (402, "settlement_failed")
+    assert X402Payment.objects.get().status == "failed"
+    assert _journals() == 0
