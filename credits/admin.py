@@ -14,9 +14,10 @@ from django.http import HttpRequest
 from billing.admin_money import amount_range_filter, money
 from credits.api_keys import api_key_create, api_key_rate_limit_set, api_key_revoke
 from credits.models import ApiKey, CreditNote, ModelPriceVersion, UsedNonce, X402Payment, X402Quote
-from credits.pricing import MAX_PER_MILLION, MODEL_NAME, model_price_set
+from credits.pricing import model_price_check, model_price_set
 from finn import clock
 from finn.admin_base import ReadOnlyAdmin, SecondFactorEditsMixin, require_second_factor
+from finn.errors import InvalidRequest
 from finn.second_factor import admin_audit_context
 
 
@@ -127,15 +128,19 @@ class ModelPriceForm(forms.ModelForm):
     reason = forms.CharField(widget=forms.Textarea, help_text="why the price changes (audited)")
 
     def clean(self) -> dict[str, Any]:
+        """The service's own checks, shown on the form (the save runs them again)."""
         data = super().clean() or {}
-        start = data.get("effective_from")
-        if start is not None and start < clock.now():
-            self.add_error("effective_from", "a price cannot take effect in the past")
-        if data.get("model") and not MODEL_NAME.match(data["model"]):
-            self.add_error("model", "1-100 characters of A-Z a-z 0-9 . _ : / -")
-        for side in ("input_per_million", "output_per_million"):
-            if data.get(side) is not None and not 0 <= data[side] <= MAX_PER_MILLION:
-                self.add_error(side, f"0 to {MAX_PER_MILLION}")
+        if self.errors:
+            return data
+        try:
+            model_price_check(
+                model=data.get("model"), input_per_million=data.get("input_per_million"),
+                output_per_million=data.get("output_per_million"), effective_from=data.get("effective_from"),
+                now=clock.now(),
+            )  # fmt: skip
+        except InvalidRequest as refused:
+            field = refused.extra.get("field")
+            self.add_error(field if field in self.fields else None, refused.message)
         return data
 
     def validate_unique(self) -> None:

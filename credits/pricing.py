@@ -109,8 +109,33 @@ def actual_cost_at(price: ModelPrice, *, input_tokens: int, output_tokens: int) 
 
 def _per_million(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_PER_MILLION:
-        raise InvalidRequest(f"{name} must be an integer of µUSD per million tokens, 0 to {MAX_PER_MILLION}")
+        raise InvalidRequest(
+            f"{name} must be an integer of µUSD per million tokens, 0 to {MAX_PER_MILLION}", field=name
+        )
     return value
+
+
+def model_price_check(
+    *, model: Any, input_per_million: Any, output_per_million: Any, effective_from: datetime | None, now: datetime
+) -> datetime:
+    """The checks of a new price (the service's and the admin form's); answers when it takes effect.
+
+    Each refusal is an InvalidRequest whose ``field`` names the input it is about.
+    """
+    if not isinstance(model, str) or not MODEL_NAME.match(model):
+        raise InvalidRequest(
+            "model must be 1-100 characters of A-Z a-z 0-9 . _ : / -", reason="invalid_model", field="model"
+        )
+    _per_million("input_per_million", input_per_million)
+    _per_million("output_per_million", output_per_million)
+    start = now if effective_from is None else effective_from
+    if start < now:
+        raise InvalidRequest(
+            "a price cannot take effect in the past (entries already reserved keep theirs)",
+            reason="retroactive_price",
+            field="effective_from",
+        )
+    return start
 
 
 @transaction.atomic  # not durable: the admin's change form runs it inside its own transaction
@@ -129,20 +154,15 @@ def model_price_set(
     Entries already reserved keep the version they were reserved at. Audited
     (``credits_model_price_set``) in the same transaction.
     """
-    if not isinstance(model, str) or not MODEL_NAME.match(model):
-        raise InvalidRequest("model must be 1-100 characters of A-Z a-z 0-9 . _ : / -", reason="invalid_model")
-    input_per_million = _per_million("input_per_million", input_per_million)
-    output_per_million = _per_million("output_per_million", output_per_million)
+    start = model_price_check(
+        model=model, input_per_million=input_per_million, output_per_million=output_per_million,
+        effective_from=effective_from, now=now,
+    )  # fmt: skip
     reason = (reason or "").strip()
     if not reason:
         raise InvalidRequest("a price change needs a reason", reason="reason_required")
     if not actor:
         raise InvalidRequest("a price change needs an actor", reason="actor_required")
-    start = now if effective_from is None else effective_from
-    if start < now:
-        raise InvalidRequest(
-            "a price cannot take effect in the past (entries already reserved keep theirs)", reason="retroactive_price"
-        )
     previous = _in_effect(start, model)
     try:
         with transaction.atomic():

@@ -22,7 +22,7 @@ from billing.states import EntryState
 from credits.models import X402Payment, X402Quote
 from credits.tokens import ALGORITHM, keyring
 from finn import clock
-from finn.audit_chain import GENESIS_HASH
+from finn.audit_chain import chain_head as audit_chain_head
 from finn.errors import Conflict
 
 ISSUER = "finn"
@@ -49,13 +49,8 @@ def chain_head() -> dict[str, Any]:
     seen = _head
     if seen is not None and time.monotonic() - seen[0] < _HEAD_SECONDS:
         return seen[1]
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT sequence, chain_hash FROM finn_auditevent WHERE chain_hash IS NOT NULL"
-            " ORDER BY sequence DESC LIMIT 1"
-        )
-        row = cursor.fetchone()
-    head = {"sequence": int(row[0]), "hash": str(row[1])} if row else {"sequence": 0, "hash": GENESIS_HASH}
+    sequence, digest = audit_chain_head()
+    head = {"sequence": sequence, "hash": digest}
     with _head_lock:
         _head = (time.monotonic(), head)
     return head

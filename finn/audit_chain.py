@@ -55,18 +55,24 @@ def audit_chain(*, batch_size: int = 5000, max_batches: int = 200, lag_seconds: 
     return linked or 0
 
 
-@transaction.atomic(durable=True)
-def _chain_batch(*, batch_size: int, lag_seconds: int) -> int:
-    # Serial even if the job's lease expired under a stalled holder: each batch extends the
-    # chain from its current head, so two batches must never interleave.
-    xact_lock("audit_chain")
+def chain_head() -> tuple[int, str]:
+    """The newest linked record (sequence, hash); genesis (0, zeros) before any."""
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT sequence, chain_hash FROM finn_auditevent WHERE chain_hash IS NOT NULL"
             " ORDER BY sequence DESC LIMIT 1"
         )
         row = cursor.fetchone()
-        prev_seq, prev_hash = (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS_HASH)
+
+
+@transaction.atomic(durable=True)
+def _chain_batch(*, batch_size: int, lag_seconds: int) -> int:
+    # Serial even if the job's lease expired under a stalled holder: each batch extends the
+    # chain from its current head, so two batches must never interleave.
+    xact_lock("audit_chain")
+    prev_seq, prev_hash = chain_head()
+    with connection.cursor() as cursor:
         cursor.execute(
             "SELECT sequence, event_type, billing_entry_id, crc32 FROM finn_auditevent"
             " WHERE chain_hash IS NULL AND sequence > %s"

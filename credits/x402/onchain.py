@@ -57,41 +57,32 @@ def permit2_nonce_used(*, payer: str, nonce: str) -> bool | None:
 
 def transfer_transaction(*, asset: str, payer: str, pay_to: str, value: int, age_seconds: float) -> str | None:
     """A transaction since the payment that moved exactly ``value`` from ``payer`` to ``pay_to`` (upto)."""
-    try:
-        latest = int(str(_call("eth_blockNumber", [])), 16)
-        start = max(0, latest - int(age_seconds / SECONDS_PER_BLOCK_FLOOR) - 600)
-        logs = _call(
-            "eth_getLogs",
-            [{"address": asset, "fromBlock": hex(start), "toBlock": "latest",
-              "topics": [TRANSFER, _word(payer), _word(pay_to)]}],
-        )  # fmt: skip
-    except (RpcUnavailable, ValueError):
-        return None
-    for log in logs if isinstance(logs, list) else []:
+    for log in _recent_logs(asset, [TRANSFER, _word(payer), _word(pay_to)], age_seconds):
         try:
-            if isinstance(log, dict) and int(str(log.get("data")), 16) == value:
+            if int(str(log.get("data")), 16) == value:
                 return str(log["transactionHash"]).lower()
         except (KeyError, ValueError):
             continue
     return None
 
 
-def authorization_transaction(*, asset: str, payer: str, nonce: str, age_seconds: float) -> str | None:
-    """The transaction that used the authorization, from its AuthorizationUsed log (None: not found)."""
+def _recent_logs(asset: str, topics: list[str], age_seconds: float) -> list[dict[str, Any]]:
+    """``asset``'s logs with ``topics`` since about ``age_seconds`` ago (nodes bound a log query's range)."""
     try:
         latest = int(str(_call("eth_blockNumber", [])), 16)
         start = max(0, latest - int(age_seconds / SECONDS_PER_BLOCK_FLOOR) - 600)
         logs = _call(
-            "eth_getLogs",
-            [{"address": asset, "fromBlock": hex(start), "toBlock": "latest",
-              "topics": [AUTHORIZATION_USED, _word(payer), nonce.lower()]}],
-        )  # fmt: skip
+            "eth_getLogs", [{"address": asset, "fromBlock": hex(start), "toBlock": "latest", "topics": topics}]
+        )
     except (RpcUnavailable, ValueError):
-        return None
-    if not isinstance(logs, list):
-        return None
-    for log in logs:
-        tx = log.get("transactionHash") if isinstance(log, dict) else None
+        return []
+    return [log for log in logs if isinstance(log, dict)] if isinstance(logs, list) else []
+
+
+def authorization_transaction(*, asset: str, payer: str, nonce: str, age_seconds: float) -> str | None:
+    """The transaction that used the authorization, from its AuthorizationUsed log (None: not found)."""
+    for log in _recent_logs(asset, [AUTHORIZATION_USED, _word(payer), nonce.lower()], age_seconds):
+        tx = log.get("transactionHash")
         if isinstance(tx, str) and len(tx) == 66:
             return tx.lower()
     return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
@@ -14,6 +15,7 @@ from credits.models import ModelPriceVersion
 from credits.pricing import model_price, model_price_set
 from finn import clock
 from finn.audit_chain import audit_verify
+from finn.errors import InvalidRequest
 from finn.models import AuditEvent
 from tests.conftest import post_json, run_threads
 from tests.second_factor import verified_client
@@ -149,12 +151,12 @@ def test_commit_by_usage_needs_a_metered_entry_and_exactly_one_form(make_account
 @pytest.mark.django_db
 def test_price_changes_are_audited_never_retroactive_and_versions_are_never_edited(now) -> None:
     # when
-    with pytest.raises(Exception) as past:
+    with pytest.raises(InvalidRequest) as past:
         model_price_set(
             model="gpt-4.1", input_per_million=1, output_per_million=1, actor="a", reason="r",
             now=now, effective_from=now - timedelta(seconds=1),
         )  # fmt: skip
-    with pytest.raises(Exception) as no_reason:
+    with pytest.raises(InvalidRequest) as no_reason:
         model_price_set(model="gpt-4.1", input_per_million=1, output_per_million=1, actor="a", reason=" ", now=now)
     future = model_price_set(
         model="gpt-4.1", input_per_million=1_000_000, output_per_million=2_000_000, actor="finance", reason="cut",
@@ -200,30 +202,39 @@ def test_finance_staff_set_a_price_in_the_admin_through_the_audited_service() ->
 
 @pytest.mark.django_db(transaction=True)
 def test_reserves_racing_a_price_change_each_charge_at_the_version_they_recorded(make_account) -> None:
-    # given: 24 gateways reserving while finance changes sonnet's price; each then commits the same usage
+    # given: 24 gateways; half reserve before finance changes sonnet's price, half after, and every
+    # commit (the same usage) comes after the change, racing the other reserves
     funded = make_account(100_000_000)
     old = ModelPriceVersion.objects.get(model="claude-sonnet-4")
     usage = {"input_tokens": 700, "output_tokens": 400}
+    before, changed = threading.Barrier(13), threading.Barrier(25)
 
     def work(index: int) -> tuple[int, int]:
         if index == 0:
+            before.wait(timeout=30)  # the first twelve holds exist
             model_price_set(
                 model="claude-sonnet-4", input_per_million=6_000_000, output_per_million=30_000_000,
                 actor="finance", reason="race", now=clock.now(),
             )  # fmt: skip
+            changed.wait(timeout=30)
             return (0, 0)
-        entry = post_json(funded.client(), RESERVE, SONNET).json()["entry"]
+        entry = None
+        if index <= 12:
+            entry = post_json(funded.client(), RESERVE, SONNET).json()["entry"]
+            before.wait(timeout=30)
+        changed.wait(timeout=30)
+        if entry is None:
+            entry = post_json(funded.client(), RESERVE, SONNET).json()["entry"]
         charged = _commit(funded.client(), entry["id"], {"usage": usage}).json()["entry"]
         return (charged["price_version"], charged["actual_cost"])
 
     # when
     results = run_threads(25, work)
-    # then: every charge is its own version's price for the same usage; nothing else moved
+    # then: twelve charged at the old price although the new one was in effect, twelve at the new one
     assert not [r for r in results if isinstance(r, BaseException)], results
     new = ModelPriceVersion.objects.exclude(pk=old.pk).get(model="claude-sonnet-4")
-    expected = {old.pk: 700 * 3 + 400 * 15, new.pk: 700 * 6 + 400 * 30}
-    charges = [r for r in results[1:]]
-    assert all(expected[version] == actual for version, actual in charges)
+    charges = results[1:]
+    assert sorted(charges) == sorted([(old.pk, 700 * 3 + 400 * 15)] * 12 + [(new.pk, 700 * 6 + 400 * 30)] * 12)
     entries = BillingEntry.objects.filter(account_id=funded.pk)
     assert all(e.estimated_cost == (10_500 if e.price_version == old.pk else 21_000) for e in entries)
     assert sum(e.actual_cost or 0 for e in entries) == sum(actual for _, actual in charges)
